@@ -1,0 +1,155 @@
+//! `aula`: the one binary. `serve` runs everything in one process; `token` mints access tokens.
+
+mod config;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sfu::server::{ServerConfig, SfuHandle};
+use signaling::{AppState, Grants, TokenKeys};
+use tracing::info;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "aula",
+    version,
+    about = "Live classes and live broadcasts: SFU, signaling, egress"
+)]
+struct Cli {
+    /// Config file (default: ./aula.toml when present).
+    #[arg(long, global = true, env = "AULA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the SFU, signaling and pages in one process.
+    Serve,
+    /// Mint an access token.
+    Token {
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        publish: bool,
+        /// Grant subscribe (default on; --no-subscribe to drop it).
+        #[arg(long = "no-subscribe", action = clap::ArgAction::SetFalse, default_value_t = true)]
+        subscribe: bool,
+        #[arg(long)]
+        publish_data: bool,
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, e.g. 3600s, 90m, 6h.
+        #[arg(long, default_value = "6h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration unit in {s:?} (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.cmd {
+        Cmd::Serve => serve(cfg),
+        Cmd::Token {
+            room,
+            identity,
+            publish,
+            subscribe,
+            publish_data,
+            admin,
+            ttl,
+        } => {
+            let (secret, _) = cfg.api_secret()?;
+            let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
+            let grants = Grants {
+                publish,
+                subscribe,
+                publish_data,
+                admin,
+            };
+            println!("{}", keys.mint(&identity, &room, grants, ttl));
+            Ok(())
+        }
+    }
+}
+
+fn serve(cfg: Config) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),
+        )
+        .init();
+    let (secret, dev) = cfg.api_secret()?;
+    let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
+    let sfu = SfuHandle::start(ServerConfig {
+        bind: cfg.media.bind,
+        public_ip: cfg.media.public_ip,
+        silence_timeout: Duration::from_secs(cfg.rooms.silence_timeout_s),
+        max_participants_per_room: cfg.rooms.max_participants,
+    })
+    .with_context(|| format!("binding media UDP {}", cfg.media.bind))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.http.bind)
+            .await
+            .with_context(|| format!("binding HTTP {}", cfg.http.bind))?;
+        let http = listener.local_addr()?;
+        info!(%http, media = %sfu.media_addr(), "aula serving");
+        // One line a script can parse to find the ports (tests bind port 0).
+        println!(
+            "aula listening http=http://{http} media={}",
+            sfu.media_addr()
+        );
+        if dev {
+            println!(
+                "development API key {} secret {} (kept in {})",
+                cfg.auth.api_key,
+                secret,
+                cfg.storage.dir.join("dev-secret").display()
+            );
+            let t = keys.mint(
+                "tutor",
+                "demo",
+                Grants {
+                    publish: true,
+                    subscribe: true,
+                    publish_data: true,
+                    admin: false,
+                },
+                Duration::from_secs(6 * 3600),
+            );
+            println!("try: http://{http}/room/demo?token={t}");
+            println!("     http://{http}/broadcast/demo?token={t}");
+        }
+        let app = signaling::router(AppState::new(sfu, keys));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("HTTP server failed")
+    })
+}

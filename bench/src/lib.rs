@@ -1,0 +1,1 @@
+//! Benchmarks and load generators (SFU fan-out, collab, ladder). None yet: see README "Status".

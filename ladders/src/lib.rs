@@ -1,0 +1,1 @@
+//! Ladder profiles per geography and the ladder tuner. Filled by issue 3; empty until then.

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the system packages and npm test packages aula needs; skips what is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+pkgs=(
+  pkg-config libssl-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  chromium nodejs npm
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    # nodejs/npm may come from elsewhere than Debian; a working binary is enough.
+    if { [ "$p" = nodejs ] && command -v node >/dev/null; } || { [ "$p" = npm ] && command -v npm >/dev/null; }; then
+      continue
+    fi
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: system packages present"
+fi
+
+# npm packages for the browser tests (playwright-core drives Debian's chromium).
+if [ ! -d web/node_modules/playwright-core ]; then
+  echo "install-deps: npm ci (web/)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, checks format and lints, runs the Rust tests and
+# the browser tests (real headless Chromium against a real `aula serve`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace --quiet
+echo "== cargo build (aula binary for the browser tests)"
+cargo build -p aula --quiet
+echo "== browser tests (node --test, playwright-core + /usr/bin/chromium)"
+(cd web && node --test --test-concurrency=1 tests/)

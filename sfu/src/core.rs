@@ -1,0 +1,448 @@
+//! The sans-IO SFU core over all rooms: routes datagrams to participants, runs timers,
+//! collects transmits and signals. Time is always passed in.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, TrackId};
+use crate::layer::Quality;
+use crate::metrics::SfuMetrics;
+use crate::participant::Participant;
+use crate::room::{Expect, Leave, Room};
+use crate::signal::{ParticipantInfo, PeerKind, Permissions, Signal, TrackInfo};
+use crate::transport::{self, Input, Protocol, Receive};
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The address peers send media to (the one host candidate).
+    pub public_addr: SocketAddr,
+    /// A participant silent this long (no datagram at all) is removed.
+    pub silence_timeout: Duration,
+    pub max_participants_per_room: usize,
+}
+
+impl SfuConfig {
+    pub fn new(public_addr: SocketAddr) -> SfuConfig {
+        SfuConfig {
+            public_addr,
+            silence_timeout: Duration::from_secs(15),
+            max_participants_per_room: 1000,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Datagram {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What a new participant asks for.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: String,
+    pub identity: String,
+    pub kind: PeerKind,
+    pub perms: Permissions,
+    /// WHIP/WHEP send their offer with the join; room clients send it later.
+    pub offer: Option<String>,
+    pub quality: Quality,
+}
+
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub participant: ParticipantId,
+    pub answer: Option<String>,
+    pub participants: Vec<ParticipantInfo>,
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// Outputs collected while the core runs; drained by the IO layer or a test.
+pub struct Outbox {
+    pub(crate) signals: VecDeque<(ParticipantId, Signal)>,
+    pub(crate) transmits: Vec<Datagram>,
+    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    pub(crate) metrics: Arc<SfuMetrics>,
+    next_track: u64,
+}
+
+impl Outbox {
+    pub(crate) fn signal(&mut self, to: ParticipantId, s: Signal) {
+        self.signals.push_back((to, s));
+    }
+
+    pub(crate) fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+        self.transmits.push(Datagram {
+            destination,
+            contents,
+        });
+    }
+
+    pub(crate) fn schedule(&mut self, at: Instant, pid: ParticipantId) {
+        self.timers.push(Reverse((at, pid)));
+    }
+
+    pub(crate) fn next_track_id(&mut self) -> TrackId {
+        self.next_track += 1;
+        TrackId(self.next_track)
+    }
+}
+
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+pub struct Sfu {
+    config: SfuConfig,
+    rooms: HashMap<String, Room>,
+    /// Which room each participant is in.
+    located: HashMap<ParticipantId, String>,
+    /// Source address -> participant, learned from the first datagram a participant accepts.
+    routes: HashMap<SocketAddr, ParticipantId>,
+    out: Outbox,
+    next_participant: u64,
+    next_housekeeping: Option<Instant>,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig, metrics: Arc<SfuMetrics>) -> Sfu {
+        transport::init_crypto();
+        Sfu {
+            config,
+            rooms: HashMap::new(),
+            located: HashMap::new(),
+            routes: HashMap::new(),
+            out: Outbox {
+                signals: VecDeque::new(),
+                transmits: Vec::new(),
+                timers: BinaryHeap::new(),
+                metrics,
+                next_track: 0,
+            },
+            next_participant: 0,
+            next_housekeeping: None,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<SfuMetrics> {
+        &self.out.metrics
+    }
+
+    pub fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Joined, SfuError> {
+        let room = self
+            .rooms
+            .entry(req.room.clone())
+            .or_insert_with(|| Room::new(req.room.clone()));
+        if room.participants.len() >= self.config.max_participants_per_room {
+            return Err(SfuError::RoomFull(room.participants.len()));
+        }
+        self.next_participant += 1;
+        let pid = ParticipantId(self.next_participant);
+        let rtc = transport::new_peer(now, self.config.public_addr, req.kind)?;
+        let p = Participant::new(
+            pid,
+            req.identity.clone(),
+            req.kind,
+            req.perms,
+            rtc,
+            now,
+            req.quality,
+        );
+        let participants = room.participants.values().map(|p| p.info()).collect();
+        let tracks = room.tracks.values().map(|t| t.info()).collect();
+        room.add(p, &mut self.out);
+        self.located.insert(pid, req.room.clone());
+        let answer = match &req.offer {
+            None => None,
+            Some(sdp) => {
+                let expect = match req.kind {
+                    PeerKind::Whip => Expect::Publish,
+                    PeerKind::Whep => Expect::Subscribe,
+                    PeerKind::Room => Expect::Any,
+                };
+                match room.accept_offer(pid, sdp, expect) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        // Nobody else should see a participant whose offer failed.
+                        self.out.signals.retain(|(to, _)| *to != pid);
+                        room.remove(pid, Leave::Asked, &mut self.out);
+                        self.located.remove(&pid);
+                        self.drop_room_if_empty(&req.room);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        self.update_gauges();
+        self.drain(now);
+        Ok(Joined {
+            participant: pid,
+            answer,
+            participants,
+            tracks,
+        })
+    }
+
+    fn room_of(&mut self, pid: ParticipantId) -> Result<(&mut Room, &mut Outbox), SfuError> {
+        let name = self.located.get(&pid).ok_or(SfuError::UnknownParticipant)?;
+        let room = self
+            .rooms
+            .get_mut(name)
+            .ok_or(SfuError::UnknownParticipant)?;
+        Ok((room, &mut self.out))
+    }
+
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        sdp: &str,
+    ) -> Result<String, SfuError> {
+        let (room, _) = self.room_of(pid)?;
+        let r = room.accept_offer(pid, sdp, Expect::Any);
+        self.drain(now);
+        r
+    }
+
+    pub fn answer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) -> Result<(), SfuError> {
+        let (room, out) = self.room_of(pid)?;
+        let r = room.accept_answer(pid, sdp, out);
+        self.drain(now);
+        r
+    }
+
+    pub fn candidate(&mut self, pid: ParticipantId, line: &str) -> Result<(), SfuError> {
+        let (room, _) = self.room_of(pid)?;
+        room.add_candidate(pid, line)
+    }
+
+    pub fn set_preference(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        track: Option<TrackId>,
+        q: Quality,
+    ) -> Result<(), SfuError> {
+        let (room, out) = self.room_of(pid)?;
+        let r = room.set_preference(now, pid, track, q, out);
+        self.drain(now);
+        r
+    }
+
+    /// Removes a participant that asked to leave (or whose signaling closed).
+    pub fn leave(&mut self, now: Instant, pid: ParticipantId) -> Result<(), SfuError> {
+        self.remove(now, pid, Leave::Asked)
+    }
+
+    fn remove(&mut self, now: Instant, pid: ParticipantId, why: Leave<'_>) -> Result<(), SfuError> {
+        let name = self
+            .located
+            .remove(&pid)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if let Some(room) = self.rooms.get_mut(&name) {
+            room.remove(pid, why, &mut self.out);
+        }
+        self.routes.retain(|_, p| *p != pid);
+        self.drop_room_if_empty(&name);
+        self.update_gauges();
+        self.drain(now);
+        Ok(())
+    }
+
+    fn drop_room_if_empty(&mut self, name: &str) {
+        if self
+            .rooms
+            .get(name)
+            .is_some_and(|r| r.participants.is_empty())
+        {
+            self.rooms.remove(name);
+            info!(room = %name, "room closed");
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.out.metrics;
+        SfuMetrics::set(&m.rooms, self.rooms.len() as u64);
+        SfuMetrics::set(&m.participants, self.located.len() as u64);
+    }
+
+    /// One datagram from the media socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        SfuMetrics::inc(&self.out.metrics.datagrams_in, 1);
+        let Ok(contents) = bytes.try_into() else {
+            SfuMetrics::inc(&self.out.metrics.datagrams_bad, 1);
+            debug!(%source, len = bytes.len(), "datagram is not STUN, DTLS, RTP or RTCP");
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let pid = match self.routes.get(&source) {
+            Some(pid) => Some(*pid),
+            // A new address (first STUN of a peer, or an ICE restart): ask each peer.
+            None => self.find_acceptor(&input),
+        };
+        let Some(pid) = pid else {
+            SfuMetrics::inc(&self.out.metrics.datagrams_unrouted, 1);
+            debug!(%source, "datagram for no participant");
+            return;
+        };
+        self.routes.insert(source, pid);
+        let Some(name) = self.located.get(&pid) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if let Some(p) = room.participants.get_mut(&pid) {
+            if let Err(e) = p.rtc.handle_input(input) {
+                // Malformed or undecryptable input: str0m refuses it; the peer stays.
+                SfuMetrics::inc(&self.out.metrics.datagrams_bad, 1);
+                debug!(participant = %pid, "input refused: {e}");
+            }
+            p.last_rx = Some(now);
+        }
+        self.drain_room_of(now, pid);
+    }
+
+    fn find_acceptor(&self, input: &Input) -> Option<ParticipantId> {
+        self.rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .find(|p| p.rtc.accepts(input))
+            .map(|p| p.id)
+    }
+
+    fn drain_room_of(&mut self, now: Instant, pid: ParticipantId) {
+        let Some(name) = self.located.get(&pid).cloned() else {
+            return;
+        };
+        self.drain_room(now, &name, Some(pid));
+    }
+
+    fn drain_room(&mut self, now: Instant, name: &str, also: Option<ParticipantId>) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if let Some(pid) = also {
+            room.mark(pid);
+        }
+        let dead = room.drain(now, &mut self.out);
+        for pid in dead {
+            warn!(participant = %pid, "transport closed");
+            let _ = self.remove(now, pid, Leave::Ended("transport closed"));
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for n in names {
+            self.drain_room(now, &n, None);
+        }
+    }
+
+    /// Runs due timers and periodic work.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, pid))) = self.out.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.out.timers.pop();
+            let Some(name) = self.located.get(&pid).cloned() else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(&name) {
+                if let Some(p) = room.participants.get_mut(&pid) {
+                    if p.scheduled == Some(at) {
+                        p.scheduled = None;
+                    }
+                }
+                room.timeout(now, pid);
+                if let Some(p) = room.participants.get_mut(&pid) {
+                    // Keep one timer queued for this participant's next deadline.
+                    if let Some(next) = p.next_timeout.filter(|t| *t > now) {
+                        if p.scheduled.is_none_or(|s| next < s) {
+                            p.scheduled = Some(next);
+                            self.out.schedule(next, pid);
+                        }
+                    }
+                }
+            }
+            self.drain_room(now, &name, None);
+        }
+        if self.next_housekeeping.is_none_or(|t| t <= now) {
+            self.next_housekeeping = Some(now + HOUSEKEEPING);
+            let names: Vec<String> = self.rooms.keys().cloned().collect();
+            for n in names {
+                let Some(room) = self.rooms.get_mut(&n) else {
+                    continue;
+                };
+                let silent = room.housekeeping(now, self.config.silence_timeout, &mut self.out);
+                for pid in silent {
+                    SfuMetrics::inc(&self.out.metrics.participants_timed_out, 1);
+                    info!(participant = %pid, "no traffic: participant timed out");
+                    let _ = self.remove(now, pid, Leave::Ended("no media traffic (timed out)"));
+                }
+                self.drain_room(now, &n, None);
+            }
+        }
+    }
+
+    /// When [`Sfu::handle_timeout`] wants to run next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let timer = self.out.timers.peek().map(|Reverse((t, _))| *t);
+        match (timer, self.next_housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_signal(&mut self) -> Option<(ParticipantId, Signal)> {
+        self.out.signals.pop_front()
+    }
+
+    /// Datagrams to send, in order. The vector keeps its capacity between drains.
+    pub fn transmits(&mut self) -> std::vec::Drain<'_, Datagram> {
+        SfuMetrics::inc(
+            &self.out.metrics.datagrams_out,
+            self.out.transmits.len() as u64,
+        );
+        self.out.transmits.drain(..)
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.located.len()
+    }
+
+    /// Participants of a room (for the HTTP API).
+    pub fn room_participants(&self, room: &str) -> Vec<ParticipantInfo> {
+        self.rooms
+            .get(room)
+            .map(|r| r.participants.values().map(|p| p.info()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn room_tracks(&self, room: &str) -> Vec<TrackInfo> {
+        self.rooms
+            .get(room)
+            .map(|r| r.tracks.values().map(|t| t.info()).collect())
+            .unwrap_or_default()
+    }
+}

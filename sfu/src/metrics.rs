@@ -1,0 +1,63 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters the core updates with relaxed atomics (no lock) and `/metrics` reads.
+#[derive(Debug, Default)]
+pub struct SfuMetrics {
+    pub rooms: AtomicU64,
+    pub participants: AtomicU64,
+    pub tracks: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub datagrams_bad: AtomicU64,
+    pub datagrams_unrouted: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub participants_timed_out: AtomicU64,
+}
+
+impl SfuMetrics {
+    pub(crate) fn inc(c: &AtomicU64, by: u64) {
+        c.fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(c: &AtomicU64, v: u64) {
+        c.store(v, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of every counter, prefixed `aula_sfu_`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let rows: [(&str, &str, &AtomicU64); 12] = [
+            ("rooms", "gauge", &self.rooms),
+            ("participants", "gauge", &self.participants),
+            ("tracks", "gauge", &self.tracks),
+            ("datagrams_in_total", "counter", &self.datagrams_in),
+            ("datagrams_out_total", "counter", &self.datagrams_out),
+            ("datagrams_bad_total", "counter", &self.datagrams_bad),
+            (
+                "datagrams_unrouted_total",
+                "counter",
+                &self.datagrams_unrouted,
+            ),
+            ("frames_in_total", "counter", &self.frames_in),
+            ("frames_forwarded_total", "counter", &self.frames_forwarded),
+            ("bytes_forwarded_total", "counter", &self.bytes_forwarded),
+            (
+                "keyframe_requests_total",
+                "counter",
+                &self.keyframe_requests,
+            ),
+            (
+                "participants_timed_out_total",
+                "counter",
+                &self.participants_timed_out,
+            ),
+        ];
+        for (name, kind, v) in rows {
+            let _ = writeln!(out, "# TYPE aula_sfu_{name} {kind}");
+            let _ = writeln!(out, "aula_sfu_{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+}

@@ -1,0 +1,93 @@
+use std::time::Instant;
+
+use crate::ids::{ParticipantId, TrackId};
+use crate::layer::Quality;
+use crate::signal::{ParticipantInfo, PeerKind, Permissions};
+use crate::subscription::Subscription;
+use crate::transport::{ChannelId, MediaKind, Mid, Rtc, SdpPendingOffer};
+
+/// One peer connection in a room and what it publishes and receives.
+pub struct Participant {
+    pub id: ParticipantId,
+    pub identity: String,
+    pub kind: PeerKind,
+    pub perms: Permissions,
+    pub rtc: Rtc,
+    /// Tracks this participant publishes, by their incoming m-line.
+    pub published: Vec<(Mid, TrackId)>,
+    pub subs: Vec<Subscription>,
+    /// WHEP m-lines not yet bound to a track (no publisher of that kind yet).
+    pub unbound: Vec<(Mid, MediaKind)>,
+    /// A server offer awaiting the client's answer.
+    pub pending: Option<SdpPendingOffer>,
+    /// The client's first offer was accepted (server offers may follow).
+    pub negotiated: bool,
+    pub chat: Option<ChannelId>,
+    pub created: Instant,
+    pub last_rx: Option<Instant>,
+    pub connected: bool,
+    /// Latest send-side bandwidth estimate (TWCC) towards this participant.
+    pub bwe_bps: Option<u64>,
+    pub default_quality: Quality,
+    pub next_timeout: Option<Instant>,
+    /// Earliest timer already queued for this participant (avoids flooding the timer heap).
+    pub scheduled: Option<Instant>,
+    pub dirty: bool,
+}
+
+impl Participant {
+    pub fn new(
+        id: ParticipantId,
+        identity: String,
+        kind: PeerKind,
+        perms: Permissions,
+        rtc: Rtc,
+        now: Instant,
+        default_quality: Quality,
+    ) -> Participant {
+        Participant {
+            id,
+            identity,
+            kind,
+            perms,
+            rtc,
+            published: Vec::new(),
+            subs: Vec::new(),
+            unbound: Vec::new(),
+            pending: None,
+            negotiated: false,
+            chat: None,
+            created: now,
+            last_rx: None,
+            connected: false,
+            bwe_bps: None,
+            default_quality,
+            next_timeout: None,
+            scheduled: None,
+            dirty: false,
+        }
+    }
+
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id,
+            identity: self.identity.clone(),
+            kind: self.kind,
+        }
+    }
+
+    pub fn track_for_mid(&self, mid: Mid) -> Option<TrackId> {
+        self.published
+            .iter()
+            .find(|(m, _)| *m == mid)
+            .map(|(_, t)| *t)
+    }
+
+    pub fn sub_for_mid(&self, mid: Mid) -> Option<&Subscription> {
+        self.subs.iter().find(|s| s.sending_mid() == Some(mid))
+    }
+
+    pub fn sub_mut(&mut self, track: TrackId) -> Option<&mut Subscription> {
+        self.subs.iter_mut().find(|s| s.track == track)
+    }
+}

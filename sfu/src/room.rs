@@ -1,0 +1,912 @@
+//! A room: its participants, their published tracks and subscriptions, and the forwarding
+//! between them. Plain state fed events and time by [`crate::Sfu`]; no sockets, no clocks.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::core::Outbox;
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, TrackId};
+use crate::layer::{choose_layer, rid_rank, Quality};
+use crate::metrics::SfuMetrics;
+use crate::participant::Participant;
+use crate::sdp_inspect::inspect_offer;
+use crate::signal::{PeerKind, Signal};
+use crate::speaker::SpeakerDetector;
+use crate::subscription::{SubState, Subscription};
+use crate::track::{Track, MAX_LAYERS};
+use crate::transport::{
+    self, BweKind, Direction, Event, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid,
+    Output, Rid,
+};
+
+/// Chat messages over the data channel larger than this are dropped.
+pub const MAX_CHAT_BYTES: usize = 16 * 1024;
+/// Audio is budgeted at this rate when splitting a subscriber's bandwidth among videos.
+const AUDIO_BPS: u64 = 64_000;
+
+pub struct Room {
+    pub name: String,
+    pub participants: HashMap<ParticipantId, Participant>,
+    pub tracks: HashMap<TrackId, Track>,
+    speakers: SpeakerDetector,
+    /// Participants with output to drain; each also carries a `dirty` flag so it is queued once.
+    dirty: Vec<ParticipantId>,
+}
+
+/// Why a participant is removed.
+pub enum Leave<'a> {
+    /// It asked to (leave message, WHIP/WHEP DELETE, closed signaling).
+    Asked,
+    /// The SFU ends it and tells it why.
+    Ended(&'a str),
+}
+
+impl Room {
+    pub fn new(name: String) -> Room {
+        Room {
+            name,
+            participants: HashMap::new(),
+            tracks: HashMap::new(),
+            speakers: SpeakerDetector::default(),
+            dirty: Vec::new(),
+        }
+    }
+
+    fn mark_dirty(
+        participants: &mut HashMap<ParticipantId, Participant>,
+        dirty: &mut Vec<ParticipantId>,
+        pid: ParticipantId,
+    ) {
+        if let Some(p) = participants.get_mut(&pid) {
+            if !p.dirty {
+                p.dirty = true;
+                dirty.push(pid);
+            }
+        }
+    }
+
+    fn touch(&mut self, pid: ParticipantId) {
+        Self::mark_dirty(&mut self.participants, &mut self.dirty, pid);
+    }
+
+    fn broadcast(&self, out: &mut Outbox, except: Option<ParticipantId>, signal: &Signal) {
+        for p in self.participants.values() {
+            if Some(p.id) != except && p.kind == PeerKind::Room {
+                out.signal(p.id, signal.clone());
+            }
+        }
+    }
+
+    /// Adds a participant; a room client is subscribed to every track already published.
+    pub fn add(&mut self, p: Participant, out: &mut Outbox) {
+        let pid = p.id;
+        info!(room = %self.name, participant = %pid, identity = %p.identity, kind = ?p.kind, "participant joined");
+        self.broadcast(
+            out,
+            None,
+            &Signal::ParticipantJoined {
+                participant: p.info(),
+            },
+        );
+        let subscribes = p.kind == PeerKind::Room && p.perms.subscribe;
+        let quality = p.default_quality;
+        self.participants.insert(pid, p);
+        if subscribes {
+            let ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+            for t in ids {
+                self.subscribe(pid, t, SubState::ToOpen, quality);
+            }
+        }
+        self.touch(pid);
+    }
+
+    fn subscribe(&mut self, pid: ParticipantId, tid: TrackId, state: SubState, pref: Quality) {
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        if track.owner == pid || p.subs.iter().any(|s| s.track == tid) {
+            return;
+        }
+        p.subs
+            .push(Subscription::new(tid, track.owner, track.kind, state, pref));
+        track.subscribers.push(pid);
+        // Dynacast and layer targets see the newcomer at once, not at the next tick.
+        track.announced = None;
+    }
+
+    /// Removes a participant, its tracks and its subscriptions.
+    pub fn remove(&mut self, pid: ParticipantId, why: Leave<'_>, out: &mut Outbox) -> bool {
+        let Some(mut p) = self.participants.remove(&pid) else {
+            return false;
+        };
+        info!(room = %self.name, participant = %pid, identity = %p.identity, "participant left");
+        for (_, tid) in p.published.drain(..) {
+            self.unpublish(tid, out);
+        }
+        for s in &p.subs {
+            if let Some(t) = self.tracks.get_mut(&s.track) {
+                t.subscribers.retain(|x| *x != pid);
+                t.announced = None;
+            }
+        }
+        self.speakers.remove(pid);
+        self.dirty.retain(|x| *x != pid);
+        if let Leave::Ended(reason) = why {
+            out.signal(
+                pid,
+                Signal::Closed {
+                    reason: reason.to_string(),
+                },
+            );
+        }
+        self.broadcast(
+            out,
+            None,
+            &Signal::ParticipantLeft {
+                participant: pid,
+                identity: p.identity.clone(),
+            },
+        );
+        p.rtc.disconnect();
+        true
+    }
+
+    fn unpublish(&mut self, tid: TrackId, out: &mut Outbox) {
+        let Some(track) = self.tracks.remove(&tid) else {
+            return;
+        };
+        out.metrics
+            .tracks
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        for sid in &track.subscribers {
+            let Some(sub) = self.participants.get_mut(sid) else {
+                continue;
+            };
+            if sub.kind == PeerKind::Whep {
+                // A WHEP m-line outlives the track: it waits for the next publisher.
+                if let Some(i) = sub.subs.iter().position(|s| s.track == tid) {
+                    let s = sub.subs.remove(i);
+                    if let SubState::Open(mid) = s.state {
+                        sub.unbound.push((mid, s.kind));
+                    }
+                }
+                continue;
+            }
+            sub.subs.retain_mut(|s| {
+                if s.track != tid {
+                    return true;
+                }
+                match s.state {
+                    SubState::Open(m) | SubState::Negotiating(m) => {
+                        s.state = SubState::ToStop(m);
+                        true
+                    }
+                    SubState::ToOpen => false,
+                    SubState::ToStop(_) | SubState::NegotiatingStop(_) => true,
+                }
+            });
+            if !sub.dirty {
+                sub.dirty = true;
+                self.dirty.push(*sid);
+            }
+        }
+        self.broadcast(
+            out,
+            Some(track.owner),
+            &Signal::TrackUnpublished {
+                track: tid,
+                participant: track.owner,
+            },
+        );
+    }
+
+    /// Feeds a timeout to one participant.
+    pub fn timeout(&mut self, now: Instant, pid: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&pid) {
+            if p.next_timeout.is_some_and(|t| t <= now) {
+                if let Err(e) = p.rtc.handle_input(transport::Input::Timeout(now)) {
+                    warn!(participant = %pid, "transport timeout failed: {e}");
+                    p.rtc.disconnect();
+                }
+                self.touch(pid);
+            }
+        }
+    }
+
+    /// Drains every participant with pending output; returns those whose transport died.
+    pub fn drain(&mut self, now: Instant, out: &mut Outbox) -> Vec<ParticipantId> {
+        let mut dead = Vec::new();
+        while let Some(pid) = self.dirty.pop() {
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.dirty = false;
+            }
+            if !self.drain_one(now, pid, out) {
+                dead.push(pid);
+            }
+        }
+        dead
+    }
+
+    /// Polls one participant until it asks for a timeout. Returns false when it is dead.
+    fn drain_one(&mut self, now: Instant, pid: ParticipantId, out: &mut Outbox) -> bool {
+        self.negotiate(pid, out);
+        loop {
+            let Some(p) = self.participants.get_mut(&pid) else {
+                return true;
+            };
+            if !p.rtc.is_alive() {
+                return false;
+            }
+            let output = match p.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(participant = %pid, "transport failed: {e}");
+                    p.rtc.disconnect();
+                    return false;
+                }
+            };
+            match output {
+                Output::Transmit(t) => out.transmit(t.destination, t.contents.into()),
+                Output::Timeout(t) => {
+                    p.next_timeout = Some(t);
+                    if p.scheduled.is_none_or(|s| t < s || s <= now) {
+                        p.scheduled = Some(t);
+                        out.schedule(t, pid);
+                    }
+                    return true;
+                }
+                Output::Event(e) => self.handle_event(now, pid, e, out),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, pid: ParticipantId, e: Event, out: &mut Outbox) {
+        match e {
+            Event::MediaData(d) => self.forward(now, pid, d, out),
+            Event::Connected => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.connected = true;
+                    debug!(participant = %pid, "connected");
+                }
+            }
+            Event::IceConnectionStateChange(s) => {
+                debug!(participant = %pid, state = ?s, "ICE state");
+            }
+            Event::MediaAdded(m) => {
+                let rids: Vec<Rid> = m
+                    .simulcast
+                    .map(|s| {
+                        let layers = if s.recv.is_empty() { s.send } else { s.recv };
+                        layers.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                match m.direction {
+                    Direction::RecvOnly | Direction::SendRecv => {
+                        self.publish(now, pid, m.mid, m.kind, rids, out)
+                    }
+                    Direction::SendOnly => self.bind_whep(pid, m.mid, m.kind),
+                    Direction::Inactive => {}
+                }
+            }
+            Event::KeyframeRequest(req) => self.keyframe_from_subscriber(now, pid, req.mid, out),
+            Event::ChannelOpen(cid, label) => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    if label == "chat" {
+                        p.chat = Some(cid);
+                    }
+                }
+            }
+            Event::ChannelData(d) => self.relay_chat(pid, d.id, &d.data),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.bwe_bps = Some(estimate.as_u64());
+                }
+            }
+            Event::Closed => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.rtc.disconnect();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(
+        &mut self,
+        _now: Instant,
+        pid: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+        mut rids: Vec<Rid>,
+        out: &mut Outbox,
+    ) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        if !p.perms.publish || p.track_for_mid(mid).is_some() {
+            return;
+        }
+        let order: Vec<Rid> = rids.clone();
+        rids.sort_by_key(|r| {
+            let idx = order.iter().position(|x| x == r).unwrap_or(0);
+            rid_rank(r, idx)
+        });
+        let tid = out.next_track_id();
+        p.published.push((mid, tid));
+        let track = Track::new(tid, pid, p.identity.clone(), mid, kind, rids);
+        info!(room = %self.name, participant = %pid, track = %tid, kind = ?kind, layers = track.layers.len(), "track published");
+        let info = track.info();
+        self.tracks.insert(tid, track);
+        SfuMetrics::inc(&out.metrics.tracks, 1);
+        self.broadcast(out, Some(pid), &Signal::TrackPublished { track: info });
+
+        let others: Vec<(ParticipantId, PeerKind, bool, Quality)> = self
+            .participants
+            .values()
+            .filter(|o| o.id != pid)
+            .map(|o| (o.id, o.kind, o.perms.subscribe, o.default_quality))
+            .collect();
+        for (oid, okind, can_sub, q) in others {
+            match okind {
+                PeerKind::Room if can_sub => self.subscribe(oid, tid, SubState::ToOpen, q),
+                PeerKind::Whep => {
+                    let Some(o) = self.participants.get_mut(&oid) else {
+                        continue;
+                    };
+                    if let Some(i) = o.unbound.iter().position(|(_, k)| *k == kind) {
+                        let (m, _) = o.unbound.remove(i);
+                        self.subscribe(oid, tid, SubState::Open(m), q);
+                    }
+                }
+                _ => {}
+            }
+            self.touch(oid);
+        }
+    }
+
+    /// Binds a WHEP viewer's offered m-line to the room's broadcast track of that kind
+    /// (a WHIP publisher's first, else any publisher's).
+    fn bind_whep(&mut self, pid: ParticipantId, mid: Mid, kind: MediaKind) {
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        if p.kind != PeerKind::Whep {
+            return;
+        }
+        let q = p.default_quality;
+        let pick = self
+            .tracks
+            .values()
+            .filter(|t| t.kind == kind && t.owner != pid)
+            .min_by_key(|t| {
+                let whip = self
+                    .participants
+                    .get(&t.owner)
+                    .is_some_and(|o| o.kind == PeerKind::Whip);
+                (!whip, t.id)
+            })
+            .map(|t| t.id);
+        match pick {
+            Some(tid) => self.subscribe(pid, tid, SubState::Open(mid), q),
+            None => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.unbound.push((mid, kind));
+                }
+            }
+        }
+    }
+
+    /// The hot path: one media frame from a publisher to every subscriber of its track.
+    /// Payloads are shared (`Arc<[u8]>`); nothing is allocated here per frame.
+    fn forward(&mut self, now: Instant, from: ParticipantId, data: MediaData, out: &mut Outbox) {
+        SfuMetrics::inc(&out.metrics.frames_in, 1);
+        let Room {
+            participants,
+            tracks,
+            speakers,
+            dirty,
+            ..
+        } = self;
+        let Some(tid) = participants
+            .get(&from)
+            .and_then(|p| p.track_for_mid(data.mid))
+        else {
+            return;
+        };
+        let Some(track) = tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(li) = track.layer_index(data.rid) else {
+            return;
+        };
+        let layer = &mut track.layers[li];
+        layer.meter.add(now, data.data.len());
+        layer.last_packet = Some(now);
+        let video = track.kind == MediaKind::Video;
+        if !video {
+            if let Some(level) = data.ext_vals.audio_level {
+                speakers.observe(from, level, now);
+            }
+        }
+        let keyframe = video && data.is_keyframe();
+        let mut want_keyframe = [false; MAX_LAYERS];
+        if video && !data.contiguous {
+            // Loss upstream that NACK did not repair: the decoders downstream need a keyframe.
+            want_keyframe[li] = true;
+        }
+        let clock = transport::clock_hz(track.kind);
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        for &sid in &track.subscribers {
+            let Some(sub) = participants.get_mut(&sid) else {
+                continue;
+            };
+            let Some(s) = sub.subs.iter_mut().find(|s| s.track == tid) else {
+                continue;
+            };
+            let Some(mid) = s.sending_mid() else {
+                continue;
+            };
+            if s.current != Some(li) {
+                let target = match s.target {
+                    Some(t) => t,
+                    None if !video => li,
+                    // Not yet chosen (new subscription): start on the layer that has a keyframe.
+                    None => {
+                        s.target = Some(li);
+                        li
+                    }
+                };
+                if target != li {
+                    if s.current.is_none()
+                        || s.current.is_some_and(|c| !track_active(track, c, now))
+                    {
+                        want_keyframe[target.min(MAX_LAYERS - 1)] = true;
+                    }
+                    continue;
+                }
+                if video && !keyframe {
+                    want_keyframe[li] = true;
+                    continue;
+                }
+                s.current = Some(li);
+                s.rewriter
+                    .switch(data.time.numer(), data.network_time, clock);
+            }
+            let ts = s.rewriter.rewrite(data.time.numer(), data.network_time);
+            let Some(mut writer) = sub.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if let Some(level) = data.ext_vals.audio_level {
+                writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
+            }
+            let time = MediaTime::new(ts, data.time.frequency());
+            if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+                debug!(participant = %sid, "write failed: {e}");
+                continue;
+            }
+            frames += 1;
+            bytes += data.data.len() as u64;
+            if !sub.dirty {
+                sub.dirty = true;
+                dirty.push(sid);
+            }
+        }
+        SfuMetrics::inc(&out.metrics.frames_forwarded, frames);
+        SfuMetrics::inc(&out.metrics.bytes_forwarded, bytes);
+        if want_keyframe.iter().any(|w| *w) {
+            let (mid, owner) = (track.mid, track.owner);
+            for (i, layer) in track.layers.iter_mut().enumerate() {
+                if want_keyframe[i] && layer.keyframes.allow(now) {
+                    request_keyframe(participants, dirty, owner, mid, layer.rid, out);
+                }
+            }
+        }
+    }
+
+    fn keyframe_from_subscriber(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        mid: Mid,
+        out: &mut Outbox,
+    ) {
+        let Some((tid, layer)) = self
+            .participants
+            .get(&pid)
+            .and_then(|p| p.sub_for_mid(mid))
+            .map(|s| (s.track, s.current.or(s.target).unwrap_or(0)))
+        else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let (tmid, owner) = (track.mid, track.owner);
+        if let Some(l) = track.layers.get_mut(layer) {
+            if l.keyframes.allow(now) {
+                request_keyframe(
+                    &mut self.participants,
+                    &mut self.dirty,
+                    owner,
+                    tmid,
+                    l.rid,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn relay_chat(&mut self, from: ParticipantId, cid: transport::ChannelId, data: &[u8]) {
+        let Some(p) = self.participants.get(&from) else {
+            return;
+        };
+        if p.chat != Some(cid) {
+            return;
+        }
+        if !p.perms.publish_data {
+            warn!(participant = %from, "chat message without publish_data grant dropped");
+            return;
+        }
+        if data.len() > MAX_CHAT_BYTES {
+            warn!(participant = %from, len = data.len(), "oversized chat message dropped");
+            return;
+        }
+        let msg = serde_json::json!({
+            "from": p.identity,
+            "participant": from,
+            "text": String::from_utf8_lossy(data),
+        })
+        .to_string();
+        let targets: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|o| o.id != from && o.chat.is_some())
+            .map(|o| o.id)
+            .collect();
+        for t in targets {
+            if let Some(o) = self.participants.get_mut(&t) {
+                if let Some(mut ch) = o.chat.and_then(|c| o.rtc.channel(c)) {
+                    if let Err(e) = ch.write(false, msg.as_bytes()) {
+                        debug!(participant = %t, "chat write failed: {e}");
+                    }
+                }
+            }
+            self.touch(t);
+        }
+    }
+
+    /// Server-initiated renegotiation for a room client: add m-lines for new subscriptions,
+    /// stop those of removed tracks.
+    fn negotiate(&mut self, pid: ParticipantId, out: &mut Outbox) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        if p.kind != PeerKind::Room || !p.negotiated || p.pending.is_some() {
+            return;
+        }
+        let Participant { rtc, subs, .. } = p;
+        let mut change = rtc.sdp_api();
+        for s in subs.iter_mut() {
+            match s.state {
+                SubState::ToOpen => {
+                    let mid = change.add_media(
+                        s.kind,
+                        Direction::SendOnly,
+                        Some(s.publisher.0.to_string()),
+                        Some(s.track.0.to_string()),
+                        None,
+                    );
+                    s.state = SubState::Negotiating(mid);
+                }
+                SubState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    s.state = SubState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return;
+        }
+        if let Some((offer, pending)) = change.apply() {
+            p.pending = Some(pending);
+            out.signal(
+                pid,
+                Signal::Offer {
+                    sdp: offer.to_sdp_string(),
+                },
+            );
+        }
+    }
+
+    /// A room client's (re)offer. Server-side pending changes are rolled back and redone.
+    pub fn accept_offer(
+        &mut self,
+        pid: ParticipantId,
+        sdp: &str,
+        expect: Expect,
+    ) -> Result<String, SfuError> {
+        let p = self
+            .participants
+            .get_mut(&pid)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let summary = inspect_offer(sdp)?;
+        if summary.media > 0 && summary.usable == 0 {
+            return Err(SfuError::NoUsableCodec);
+        }
+        match expect {
+            Expect::Publish if summary.sends == 0 => return Err(SfuError::NoMedia("publish")),
+            Expect::Subscribe if summary.receives == 0 => return Err(SfuError::NoMedia("receive")),
+            Expect::Any if summary.media == 0 && !summary.data => {
+                return Err(SfuError::NoMedia("exchange"))
+            }
+            _ => {}
+        }
+        if summary.sends > 0 && !p.perms.publish {
+            return Err(SfuError::Forbidden("token has no publish grant"));
+        }
+        if summary.receives > 0 && summary.sends == 0 && !p.perms.subscribe {
+            return Err(SfuError::Forbidden("token has no subscribe grant"));
+        }
+        let offer = transport::parse_offer(sdp)?;
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        p.pending = None;
+        for s in &mut p.subs {
+            match s.state {
+                SubState::Negotiating(_) => s.state = SubState::ToOpen,
+                SubState::NegotiatingStop(m) => s.state = SubState::ToStop(m),
+                _ => {}
+            }
+        }
+        p.negotiated = true;
+        self.touch(pid);
+        Ok(answer.to_sdp_string())
+    }
+
+    pub fn accept_answer(
+        &mut self,
+        pid: ParticipantId,
+        sdp: &str,
+        out: &mut Outbox,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&pid)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let answer = transport::parse_answer(sdp)?;
+        let pending = p.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        p.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        for s in &mut p.subs {
+            if let SubState::Negotiating(m) = s.state {
+                s.state = SubState::Open(m);
+                out.signal(
+                    pid,
+                    Signal::Subscribed {
+                        track: s.track,
+                        participant: s.publisher,
+                        mid: m.to_string(),
+                    },
+                );
+            }
+        }
+        p.subs
+            .retain(|s| !matches!(s.state, SubState::NegotiatingStop(_)));
+        self.touch(pid);
+        Ok(())
+    }
+
+    pub fn add_candidate(&mut self, pid: ParticipantId, line: &str) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&pid)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let c = transport::parse_candidate(line)?;
+        p.rtc.add_remote_candidate(c);
+        Ok(())
+    }
+
+    pub fn set_preference(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        track: Option<TrackId>,
+        q: Quality,
+        out: &mut Outbox,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&pid)
+            .ok_or(SfuError::UnknownParticipant)?;
+        match track {
+            Some(t) => p.sub_mut(t).ok_or(SfuError::UnknownTrack)?.pref = q,
+            None => {
+                p.default_quality = q;
+                for s in &mut p.subs {
+                    s.pref = q;
+                }
+            }
+        }
+        self.refresh_layers(now, out);
+        Ok(())
+    }
+
+    /// Periodic work: layer targets, dynacast, speakers, vanished participants.
+    /// Returns the participants to remove.
+    pub fn housekeeping(
+        &mut self,
+        now: Instant,
+        silence: Duration,
+        out: &mut Outbox,
+    ) -> Vec<ParticipantId> {
+        self.refresh_layers(now, out);
+        if let Some(speaking) = self.speakers.poll(now) {
+            self.broadcast(
+                out,
+                None,
+                &Signal::Speakers {
+                    participants: speaking,
+                },
+            );
+        }
+        self.participants
+            .values()
+            .filter(|p| {
+                let since = p.last_rx.unwrap_or(p.created);
+                now.saturating_duration_since(since) > silence
+            })
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Recomputes every subscription's target and desired layer from its preference and the
+    /// subscriber's bandwidth estimate, then tells publishers which layers are needed.
+    fn refresh_layers(&mut self, now: Instant, out: &mut Outbox) {
+        let Room {
+            participants,
+            tracks,
+            ..
+        } = self;
+        for p in participants.values_mut() {
+            let videos = p
+                .subs
+                .iter()
+                .filter(|s| s.kind == MediaKind::Video && s.sending_mid().is_some())
+                .count() as u64;
+            let audios = p.subs.len() as u64 - videos;
+            let budget = p
+                .bwe_bps
+                .map(|b| b.saturating_sub(audios * AUDIO_BPS) / videos.max(1));
+            let mut desired_total = audios * AUDIO_BPS;
+            for s in &mut p.subs {
+                let Some(track) = tracks.get(&s.track) else {
+                    continue;
+                };
+                if s.kind == MediaKind::Audio {
+                    s.target = Some(0);
+                    s.desired = Some(0);
+                    continue;
+                }
+                let (views, n) = track.views(now, false);
+                s.target = choose_layer(s.pref, &views[..n], budget, s.current).or(s.target);
+                let (all, n) = track.views(now, true);
+                s.desired = choose_layer(s.pref, &all[..n], budget, s.desired);
+                // Ask the estimator to probe up to the preferred layer.
+                if let Some(top) = choose_layer(s.pref, &all[..n], None, None) {
+                    desired_total += all[top].bps.max(300_000);
+                }
+            }
+            if videos > 0 {
+                use transport::Bitrate;
+                p.rtc.bwe().set_bitrate(
+                    Bitrate::kbps(300),
+                    Bitrate::from(desired_total.max(500_000) as f64),
+                );
+            }
+        }
+        // Dynacast.
+        for track in tracks.values_mut() {
+            if !track.is_simulcast() {
+                continue;
+            }
+            let Some(owner) = participants.get(&track.owner) else {
+                continue;
+            };
+            if owner.kind != PeerKind::Room {
+                continue;
+            }
+            let mut needed = [false; MAX_LAYERS];
+            for sid in &track.subscribers {
+                if let Some(s) = participants
+                    .get(sid)
+                    .and_then(|p| p.subs.iter().find(|s| s.track == track.id))
+                {
+                    for l in [s.desired, s.target, s.current].into_iter().flatten() {
+                        if l < MAX_LAYERS {
+                            needed[l] = true;
+                        }
+                    }
+                }
+            }
+            if track.announced != Some(needed) {
+                track.announced = Some(needed);
+                let rids = track
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| needed[*i])
+                    .filter_map(|(_, l)| l.rid.map(|r| r.to_string()))
+                    .collect();
+                out.signal(
+                    track.owner,
+                    Signal::LayersNeeded {
+                        track: track.id,
+                        mid: track.mid.to_string(),
+                        rids,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// What an offer must contain to be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Publish,
+    Subscribe,
+    Any,
+}
+
+fn track_active(track: &Track, layer: usize, now: Instant) -> bool {
+    track.layers.get(layer).is_some_and(|l| l.active(now))
+}
+
+fn request_keyframe(
+    participants: &mut HashMap<ParticipantId, Participant>,
+    dirty: &mut Vec<ParticipantId>,
+    owner: ParticipantId,
+    mid: Mid,
+    rid: Option<Rid>,
+    out: &mut Outbox,
+) {
+    let Some(p) = participants.get_mut(&owner) else {
+        return;
+    };
+    let Some(mut w) = p.rtc.writer(mid) else {
+        return;
+    };
+    if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+        if let Err(e) = w.request_keyframe(rid, KeyframeRequestKind::Pli) {
+            debug!(participant = %owner, "keyframe request failed: {e}");
+            return;
+        }
+        SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
+        Room::mark_dirty(participants, dirty, owner);
+    }
+}
+
+impl Room {
+    /// Queues a participant for draining (after the core fed it input).
+    pub fn mark(&mut self, pid: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&pid) {
+            p.dirty = false;
+        }
+        self.touch(pid);
+    }
+}

@@ -1,0 +1,276 @@
+//! The IO side: one UDP socket, one thread that owns the [`Sfu`] core, and an async handle.
+//!
+//! Commands arrive over a channel; a one-byte datagram from the handle's waker socket wakes the
+//! thread from `ppoll`. Outgoing datagrams are flushed with `sendmmsg` in batches.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc as tmpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::core::{JoinRequest, Joined, Sfu, SfuConfig};
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, TrackId};
+use crate::layer::Quality;
+use crate::metrics::SfuMetrics;
+use crate::signal::{ParticipantInfo, Signal, TrackInfo};
+
+mod batch;
+
+type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+enum Command {
+    Join(
+        JoinRequest,
+        Option<tmpsc::UnboundedSender<Signal>>,
+        Reply<Joined>,
+    ),
+    Offer(ParticipantId, String, Reply<String>),
+    Answer(ParticipantId, String, Reply<()>),
+    Candidate(ParticipantId, String, Reply<()>),
+    Preference(ParticipantId, Option<TrackId>, Quality, Reply<()>),
+    Leave(ParticipantId),
+    Room(
+        String,
+        oneshot::Sender<(Vec<ParticipantInfo>, Vec<TrackInfo>)>,
+    ),
+}
+
+/// Cloneable async handle to the media thread.
+#[derive(Clone)]
+pub struct SfuHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<UdpSocket>,
+    media_addr: SocketAddr,
+    metrics: Arc<SfuMetrics>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the media socket binds (one port for every peer).
+    pub bind: SocketAddr,
+    /// The address announced in ICE candidates; defaults to the bound address.
+    pub public_ip: Option<std::net::IpAddr>,
+    pub silence_timeout: Duration,
+    pub max_participants_per_room: usize,
+}
+
+impl SfuHandle {
+    /// Binds the media socket and starts the media thread.
+    pub fn start(cfg: ServerConfig) -> io::Result<SfuHandle> {
+        let socket = batch::bind(cfg.bind)?;
+        let bound = socket.local_addr()?;
+        let mut public = bound;
+        if let Some(ip) = cfg.public_ip {
+            public.set_ip(ip);
+        } else if bound.ip().is_unspecified() {
+            public.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        let mut sfu_cfg = SfuConfig::new(public);
+        sfu_cfg.silence_timeout = cfg.silence_timeout;
+        sfu_cfg.max_participants_per_room = cfg.max_participants_per_room;
+        let metrics = Arc::new(SfuMetrics::default());
+        let core = Sfu::new(sfu_cfg, metrics.clone());
+        let (tx, rx) = mpsc::channel();
+        let waker_bind: SocketAddr = if bound.is_ipv4() {
+            "127.0.0.1:0".parse().map_err(io::Error::other)?
+        } else {
+            "[::1]:0".parse().map_err(io::Error::other)?
+        };
+        let waker = UdpSocket::bind(waker_bind)?;
+        let mut wake_to = bound;
+        if wake_to.ip().is_unspecified() {
+            wake_to.set_ip(waker_bind.ip());
+        }
+        waker.connect(wake_to)?;
+        let waker_addr = waker.local_addr()?;
+        thread::Builder::new()
+            .name("aula-media".into())
+            .spawn(move || run(core, socket, rx, waker_addr))?;
+        info!(%bound, announced = %public, "media socket bound");
+        Ok(SfuHandle {
+            tx,
+            waker: Arc::new(waker),
+            media_addr: public,
+            metrics,
+        })
+    }
+
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<SfuMetrics> {
+        &self.metrics
+    }
+
+    fn send(&self, c: Command) -> Result<(), SfuError> {
+        self.tx.send(c).map_err(|_| SfuError::EngineStopped)?;
+        // A lost wake-up only delays the command to the next timer tick (<= 250 ms).
+        let _ = self.waker.send(&[0]);
+        Ok(())
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| SfuError::EngineStopped)?
+    }
+
+    /// Joins a room. Signals for the participant arrive on `signals` (room clients).
+    pub async fn join(
+        &self,
+        req: JoinRequest,
+        signals: Option<tmpsc::UnboundedSender<Signal>>,
+    ) -> Result<Joined, SfuError> {
+        self.ask(|r| Command::Join(req, signals, r)).await
+    }
+
+    pub async fn offer(&self, pid: ParticipantId, sdp: String) -> Result<String, SfuError> {
+        self.ask(|r| Command::Offer(pid, sdp, r)).await
+    }
+
+    pub async fn answer(&self, pid: ParticipantId, sdp: String) -> Result<(), SfuError> {
+        self.ask(|r| Command::Answer(pid, sdp, r)).await
+    }
+
+    pub async fn candidate(&self, pid: ParticipantId, line: String) -> Result<(), SfuError> {
+        self.ask(|r| Command::Candidate(pid, line, r)).await
+    }
+
+    pub async fn preference(
+        &self,
+        pid: ParticipantId,
+        track: Option<TrackId>,
+        q: Quality,
+    ) -> Result<(), SfuError> {
+        self.ask(|r| Command::Preference(pid, track, q, r)).await
+    }
+
+    pub fn leave(&self, pid: ParticipantId) {
+        let _ = self.send(Command::Leave(pid));
+    }
+
+    pub async fn room(
+        &self,
+        room: String,
+    ) -> Result<(Vec<ParticipantInfo>, Vec<TrackInfo>), SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Room(room, tx))?;
+        rx.await.map_err(|_| SfuError::EngineStopped)
+    }
+}
+
+fn run(mut core: Sfu, socket: UdpSocket, rx: mpsc::Receiver<Command>, waker_addr: SocketAddr) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            error!("media socket has no address: {e}");
+            return;
+        }
+    };
+    let mut sinks: HashMap<ParticipantId, tmpsc::UnboundedSender<Signal>> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut sender = batch::Sender::new();
+    let metrics = core.metrics().clone();
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => command(&mut core, &mut sinks, cmd),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    info!("media thread stopping: all handles dropped");
+                    return;
+                }
+            }
+        }
+        core.handle_timeout(Instant::now());
+        route_signals(&mut core, &mut sinks);
+        sender.flush(&socket, core.transmits(), &metrics);
+
+        let wait = core
+            .next_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(250));
+        if !batch::wait_readable(&socket, wait) {
+            continue;
+        }
+        // Read what is queued (bounded, so timers and commands are not starved).
+        for _ in 0..64 {
+            match batch::recv(&socket, &mut buf) {
+                Ok(Some((n, source))) => {
+                    if source == waker_addr {
+                        continue;
+                    }
+                    core.handle_datagram(Instant::now(), source, local, &buf[..n]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("media socket read failed: {e}");
+                    break;
+                }
+            }
+        }
+        route_signals(&mut core, &mut sinks);
+        sender.flush(&socket, core.transmits(), &metrics);
+    }
+}
+
+fn command(
+    core: &mut Sfu,
+    sinks: &mut HashMap<ParticipantId, tmpsc::UnboundedSender<Signal>>,
+    cmd: Command,
+) {
+    let now = Instant::now();
+    match cmd {
+        Command::Join(req, sink, reply) => {
+            let r = core.join(now, req);
+            if let (Ok(j), Some(s)) = (&r, sink) {
+                sinks.insert(j.participant, s);
+            }
+            let _ = reply.send(r);
+        }
+        Command::Offer(pid, sdp, reply) => {
+            let _ = reply.send(core.offer(now, pid, &sdp));
+        }
+        Command::Answer(pid, sdp, reply) => {
+            let _ = reply.send(core.answer(now, pid, &sdp));
+        }
+        Command::Candidate(pid, line, reply) => {
+            let _ = reply.send(core.candidate(pid, &line));
+        }
+        Command::Preference(pid, t, q, reply) => {
+            let _ = reply.send(core.set_preference(now, pid, t, q));
+        }
+        Command::Leave(pid) => {
+            let _ = core.leave(now, pid);
+            sinks.remove(&pid);
+        }
+        Command::Room(name, reply) => {
+            let _ = reply.send((core.room_participants(&name), core.room_tracks(&name)));
+        }
+    }
+}
+
+fn route_signals(
+    core: &mut Sfu,
+    sinks: &mut HashMap<ParticipantId, tmpsc::UnboundedSender<Signal>>,
+) {
+    while let Some((pid, s)) = core.poll_signal() {
+        let closed = matches!(s, Signal::Closed { .. });
+        if let Some(sink) = sinks.get(&pid) {
+            if sink.send(s).is_err() {
+                sinks.remove(&pid);
+            }
+        }
+        if closed {
+            sinks.remove(&pid);
+        }
+    }
+}

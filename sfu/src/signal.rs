@@ -1,0 +1,91 @@
+use serde::Serialize;
+
+use crate::ids::{ParticipantId, TrackId};
+
+/// How a participant reached the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    /// A room client on the `/rtc/{room}` WebSocket: publishes, subscribes, renegotiates.
+    Room,
+    /// A WHIP publisher (one offer, no renegotiation).
+    Whip,
+    /// A WHEP viewer (one offer, no renegotiation).
+    Whep,
+}
+
+/// Grants from the access token that the SFU enforces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: bool,
+    pub subscribe: bool,
+    pub publish_data: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKindName {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub identity: String,
+    pub kind: PeerKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub participant: ParticipantId,
+    pub identity: String,
+    pub kind: MediaKindName,
+    /// Simulcast layer rids, lowest quality first; empty when not simulcast.
+    pub layers: Vec<String>,
+}
+
+/// Messages from the SFU to one participant's signaling connection.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Signal {
+    /// A server-initiated renegotiation (new or removed subscriptions).
+    Offer {
+        sdp: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant: ParticipantId,
+        identity: String,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        track: TrackId,
+        participant: ParticipantId,
+    },
+    /// A subscription is negotiated: media for `track` arrives on transceiver `mid`.
+    Subscribed {
+        track: TrackId,
+        participant: ParticipantId,
+        mid: String,
+    },
+    /// Active speakers, loudest first.
+    Speakers {
+        participants: Vec<ParticipantId>,
+    },
+    /// Dynacast: the simulcast layers of a published track someone watches; others may pause.
+    LayersNeeded {
+        track: TrackId,
+        mid: String,
+        rids: Vec<String>,
+    },
+    /// The SFU ended this participant (vanished peer, failed transport, kicked).
+    Closed {
+        reason: String,
+    },
+}

@@ -1,0 +1,119 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use sfu::server::SfuHandle;
+use sfu::ParticipantId;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::error::ApiError;
+use crate::token::{Claims, TokenKeys};
+use crate::{pages, rtc_ws, whip};
+
+/// A WHIP or WHEP session resource (`/whip/{room}/{id}`).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub room: String,
+    pub participant: ParticipantId,
+    pub identity: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub sfu: SfuHandle,
+    pub keys: TokenKeys,
+    pub sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+impl AppState {
+    pub fn new(sfu: SfuHandle, keys: TokenKeys) -> AppState {
+        AppState {
+            sfu,
+            keys,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The bearer token from `Authorization`, verified for `room`.
+    pub fn bearer(&self, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
+        let raw = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token = raw
+            .strip_prefix("Bearer ")
+            .or_else(|| raw.strip_prefix("bearer "))
+            .unwrap_or("");
+        Ok(self.keys.verify_for_room(token, room)?)
+    }
+}
+
+/// Request bodies above this are refused (SDP offers are a few KiB).
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([axum::http::header::LOCATION]);
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/room/{room}", get(pages::room))
+        .route("/broadcast/{room}", get(pages::broadcast))
+        .route("/live/{room}", get(pages::live))
+        .route("/assets/{name}", get(pages::asset))
+        .route("/rtc/{room}", get(rtc_ws::upgrade))
+        .route("/whip/{room}", post(whip::whip_post))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(whip::session_delete).patch(whip::session_patch),
+        )
+        .route("/whep/{room}", post(whip::whep_post))
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::delete(whip::session_delete).patch(whip::session_patch),
+        )
+        .route("/api/rooms/{room}", get(room_info))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    s.sfu.metrics().render(&mut out);
+    let sessions = s.sessions.lock().map(|m| m.len()).unwrap_or(0);
+    out.push_str(&format!(
+        "# TYPE aula_whip_whep_sessions gauge\naula_whip_whep_sessions {sessions}\n"
+    ));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}
+
+/// Who is in a room and what they publish; any valid token for the room may ask.
+async fn room_info(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    s.bearer(&headers, &room)?;
+    let (participants, tracks) = s.sfu.room(room.clone()).await?;
+    Ok(axum::Json(serde_json::json!({
+        "room": room,
+        "participants": participants,
+        "tracks": tracks,
+    })))
+}

@@ -1,0 +1,13 @@
+//! aula's service layer: HTTP + WebSocket API over the SFU (tokens, WHIP/WHEP, room signaling,
+//! pages, metrics). Room logic lives in `sfu`; this crate only translates.
+
+mod error;
+mod http;
+mod pages;
+mod rtc_ws;
+pub mod token;
+mod whip;
+
+pub use error::ApiError;
+pub use http::{router, AppState};
+pub use token::{Claims, Grants, TokenError, TokenKeys};

@@ -1,0 +1,60 @@
+//! The browser pages and their scripts, embedded so `aula serve` needs no files beside it.
+
+use axum::extract::Path;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::error::ApiError;
+
+const ROOM_HTML: &str = include_str!("../../web/room.html");
+const BROADCAST_HTML: &str = include_str!("../../web/broadcast.html");
+const LIVE_HTML: &str = include_str!("../../web/live.html");
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "room.js",
+        "text/javascript",
+        include_str!("../../web/room.js"),
+    ),
+    (
+        "broadcast.js",
+        "text/javascript",
+        include_str!("../../web/broadcast.js"),
+    ),
+    (
+        "live.js",
+        "text/javascript",
+        include_str!("../../web/live.js"),
+    ),
+    (
+        "common.js",
+        "text/javascript",
+        include_str!("../../web/common.js"),
+    ),
+    ("style.css", "text/css", include_str!("../../web/style.css")),
+];
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+pub async fn room(Path(_room): Path<String>) -> Html<&'static str> {
+    Html(ROOM_HTML)
+}
+
+pub async fn broadcast(Path(_room): Path<String>) -> Html<&'static str> {
+    Html(BROADCAST_HTML)
+}
+
+pub async fn live(Path(_room): Path<String>) -> Html<&'static str> {
+    Html(LIVE_HTML)
+}
+
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (_, ctype, body) = ASSETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no asset {name}")))?;
+    Ok(([(header::CONTENT_TYPE, *ctype)], *body).into_response())
+}

@@ -1,0 +1,184 @@
+//! WHIP ingest and WHEP playback (RFC 9725 shape): POST an SDP offer with a bearer token,
+//! get `201 Created`, the answer and a `Location`; DELETE that location to end the session.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::Deserialize;
+use sfu::{JoinRequest, PeerKind, Permissions, Quality};
+use tracing::info;
+
+use crate::error::ApiError;
+use crate::http::{AppState, Session};
+use crate::token::TokenError;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WhepQuery {
+    /// `low`, `medium` or `high`: the simulcast layer a WHEP viewer wants.
+    pub quality: Option<String>,
+}
+
+fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.starts_with("application/sdp") {
+        return Err(ApiError::UnsupportedMedia("application/sdp"));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("malformed SDP: not UTF-8".into()))
+}
+
+fn session_id() -> String {
+    let n: u128 = rand::rng().random();
+    format!("{n:032x}")
+}
+
+pub async fn whip_post(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.bearer(&headers, &room)?;
+    if !claims.grants.publish {
+        return Err(TokenError::MissingGrant("publish").into());
+    }
+    let sdp = sdp_body(&headers, &body)?;
+    start(
+        &s,
+        "whip",
+        room,
+        claims.sub,
+        PeerKind::Whip,
+        sdp,
+        Quality::High,
+        claims.grants,
+    )
+    .await
+}
+
+pub async fn whep_post(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = s.bearer(&headers, &room)?;
+    if !claims.grants.subscribe {
+        return Err(TokenError::MissingGrant("subscribe").into());
+    }
+    let quality = match q.quality.as_deref() {
+        None => Quality::High,
+        Some(v) => Quality::parse(v).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown quality {v:?} (low, medium, high)"))
+        })?,
+    };
+    let sdp = sdp_body(&headers, &body)?;
+    start(
+        &s,
+        "whep",
+        room,
+        claims.sub,
+        PeerKind::Whep,
+        sdp,
+        quality,
+        claims.grants,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    s: &AppState,
+    base: &str,
+    room: String,
+    identity: String,
+    kind: PeerKind,
+    sdp: String,
+    quality: Quality,
+    grants: crate::token::Grants,
+) -> Result<Response, ApiError> {
+    let joined = s
+        .sfu
+        .join(
+            JoinRequest {
+                room: room.clone(),
+                identity: identity.clone(),
+                kind,
+                perms: Permissions {
+                    publish: grants.publish && kind == PeerKind::Whip,
+                    subscribe: grants.subscribe,
+                    publish_data: false,
+                },
+                offer: Some(sdp),
+                quality,
+            },
+            None,
+        )
+        .await?;
+    let answer = joined
+        .answer
+        .ok_or_else(|| ApiError::BadRequest("no answer".into()))?;
+    let id = session_id();
+    if let Ok(mut m) = s.sessions.lock() {
+        m.insert(
+            id.clone(),
+            Session {
+                room: room.clone(),
+                participant: joined.participant,
+                identity: identity.clone(),
+            },
+        );
+    }
+    info!(%room, %identity, participant = %joined.participant, kind = base, "session started");
+    let location = format!("/{base}/{room}/{id}");
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+pub async fn session_delete(
+    State(s): State<AppState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    s.bearer(&headers, &room)?;
+    let session = s
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|mut m| {
+            let hit = m.get(&id).is_some_and(|x| x.room == room);
+            if hit {
+                m.remove(&id)
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+    info!(%room, identity = %session.identity, participant = %session.participant, "session ended by DELETE");
+    s.sfu.leave(session.participant);
+    Ok(StatusCode::OK)
+}
+
+/// Trickle ICE and ICE restarts over PATCH are not offered: aula is ICE-lite with its one
+/// candidate in the answer, so clients need not trickle (RFC 9725 allows 405 here).
+pub async fn session_patch() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "DELETE")],
+        "trickle ICE is not needed: the answer carries the server's only candidate\n",
+    )
+}

@@ -1,0 +1,38 @@
+// Shared helpers for aula's pages.
+export const params = new URLSearchParams(location.search);
+export const token = params.get('token') || '';
+export const room = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
+
+export function wsUrl(path) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}${path}`;
+}
+
+export function $(sel) { return document.querySelector(sel); }
+
+export function log(msg) {
+  const el = $('#log');
+  if (el) {
+    const line = document.createElement('div');
+    line.textContent = `${new Date().toLocaleTimeString()} ${msg}`;
+    el.prepend(line);
+  }
+  console.log('[aula]', msg);
+}
+
+// Simulcast layers aula's SFU understands: q (quarter), h (half), f (full).
+export const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+];
+
+// Prefer one video codec ('vp8' or 'h264') in a transceiver's offer.
+export function preferCodec(transceiver, name) {
+  if (!name || !RTCRtpReceiver.getCapabilities) return;
+  const caps = RTCRtpReceiver.getCapabilities('video').codecs;
+  const want = caps.filter((c) => c.mimeType.toLowerCase() === `video/${name.toLowerCase()}`);
+  if (!want.length) throw new Error(`this browser cannot send ${name}`);
+  const rest = caps.filter((c) => !want.includes(c));
+  transceiver.setCodecPreferences([...want, ...rest]);
+}

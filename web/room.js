@@ -1,0 +1,158 @@
+// Live room client: publishes camera (simulcast) + mic, receives everyone else, chat over a
+// data channel, signaling over /rtc/{room}.
+import { $, log, params, preferCodec, room, SIMULCAST, token, wsUrl } from '/assets/common.js';
+
+const tiles = new Map(); // participant id -> { el, video, stream, name }
+const mids = new Map(); // mid -> { track, participant }
+let pc, ws, chat, me, videoSender;
+
+function tile(pid, name) {
+  let t = tiles.get(String(pid));
+  if (!t) {
+    const el = document.createElement('div');
+    el.className = 'tile';
+    el.dataset.participant = pid;
+    const video = document.createElement('video');
+    video.autoplay = true; video.playsInline = true;
+    const label = document.createElement('div');
+    label.className = 'name';
+    el.append(video, label);
+    $('#tiles').append(el);
+    t = { el, video, label, stream: new MediaStream(), name: name || `#${pid}` };
+    video.srcObject = t.stream;
+    tiles.set(String(pid), t);
+  }
+  if (name) t.name = name;
+  t.label.textContent = t.name;
+  return t;
+}
+
+function removeTile(pid) {
+  const t = tiles.get(String(pid));
+  if (t) { t.el.remove(); tiles.delete(String(pid)); }
+}
+
+function send(msg) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg)); }
+
+async function offer(iceRestart = false) {
+  const o = await pc.createOffer({ iceRestart });
+  await pc.setLocalDescription(o);
+  send({ type: 'offer', sdp: pc.localDescription.sdp });
+}
+
+async function onMessage(m) {
+  switch (m.type) {
+    case 'joined': {
+      me = m;
+      $('#status').textContent = `joined as ${m.identity}`;
+      for (const p of m.participants) tile(p.id, p.identity);
+      await offer();
+      break;
+    }
+    case 'answer':
+      await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
+      break;
+    case 'offer': {
+      // The server renegotiates subscriptions; we are the polite side.
+      if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+      await pc.setRemoteDescription({ type: 'offer', sdp: m.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      send({ type: 'answer', sdp: pc.localDescription.sdp });
+      break;
+    }
+    case 'subscribed':
+      mids.set(m.mid, { track: m.track, participant: m.participant });
+      break;
+    case 'participant_joined':
+      if (m.participant.kind === 'room') tile(m.participant.id, m.participant.identity);
+      log(`${m.participant.identity} joined`);
+      break;
+    case 'participant_left':
+      removeTile(m.participant);
+      log(`${m.identity} left`);
+      break;
+    case 'track_published':
+      tile(m.track.participant, m.track.identity);
+      break;
+    case 'speakers': {
+      const on = new Set(m.participants.map(String));
+      for (const [pid, t] of tiles) t.el.classList.toggle('speaking', on.has(pid));
+      window.aulaRoom.speakers = m.participants;
+      break;
+    }
+    case 'layers_needed': {
+      // Dynacast: pause simulcast layers nobody watches.
+      if (!videoSender) break;
+      const p = videoSender.getParameters();
+      if (!p.encodings) break;
+      for (const e of p.encodings) if (e.rid) e.active = m.rids.includes(e.rid);
+      await videoSender.setParameters(p).catch((e) => log(`setParameters: ${e}`));
+      window.aulaRoom.layersNeeded = m.rids;
+      break;
+    }
+    case 'error':
+      log(`server: ${m.message}`);
+      window.aulaRoom.errors.push(m.message);
+      break;
+    case 'closed':
+      $('#status').textContent = `closed: ${m.reason}`;
+      break;
+  }
+}
+
+async function start() {
+  $('#room-name').textContent = room;
+  const width = Number(params.get('width') || 640);
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: true,
+    video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
+  });
+  pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], speakers: [] };
+  const self = tile('self', 'me');
+  self.stream.addTrack(stream.getVideoTracks()[0]);
+  self.video.muted = true;
+  const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
+    direction: 'sendonly', streams: [stream],
+    sendEncodings: params.get('simulcast') === '0' ? undefined : SIMULCAST,
+  });
+  preferCodec(vt, params.get('codec'));
+  videoSender = vt.sender;
+  pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
+  chat = pc.createDataChannel('chat');
+  chat.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    window.aulaRoom.chat.push(m);
+    const line = document.createElement('div');
+    line.textContent = `${m.from}: ${m.text}`;
+    $('#chat-log').append(line);
+  };
+  pc.ontrack = (e) => {
+    const pid = e.streams[0] ? e.streams[0].id : (mids.get(e.transceiver.mid) || {}).participant;
+    const t = tile(pid);
+    t.stream.addTrack(e.track);
+    e.track.onended = () => t.stream.removeTrack(e.track);
+  };
+  pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', candidate: e.candidate.candidate }); };
+  pc.oniceconnectionstatechange = () => {
+    log(`ice ${pc.iceConnectionState}`);
+    // Network change: restart ICE over the same signaling connection.
+    if (pc.iceConnectionState === 'failed') offer(true).catch((e) => log(`ice restart: ${e}`));
+  };
+  ws = new WebSocket(wsUrl(`/rtc/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}`));
+  // Handle messages strictly in order: an answer must be applied before the next offer.
+  let chain = Promise.resolve();
+  ws.onmessage = (e) => {
+    chain = chain.then(() => onMessage(JSON.parse(e.data))).catch((err) => log(`error: ${err}`));
+  };
+  ws.onclose = () => { $('#status').textContent = 'disconnected'; };
+  $('#chat-form').onsubmit = (e) => {
+    e.preventDefault();
+    const text = $('#chat-input').value;
+    if (text && chat.readyState === 'open') { chat.send(text); $('#chat-input').value = ''; }
+  };
+  $('#quality').onchange = () => send({ type: 'layer', quality: $('#quality').value });
+  $('#leave').onclick = () => { send({ type: 'leave' }); pc.close(); };
+}
+
+start().catch((e) => { log(`failed: ${e}`); $('#status').textContent = `failed: ${e}`; });

@@ -1,0 +1,100 @@
+// Shared helpers for the browser tests: start `aula serve` on free loopback ports, mint tokens
+// with `aula token`, launch Debian's headless Chromium with a fake camera and mic.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const AULA = process.env.AULA_BIN || join(root, 'target', 'debug', 'aula');
+
+export async function startServer(extraEnv = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
+  const env = {
+    ...process.env,
+    AULA_HTTP__BIND: '127.0.0.1:0',
+    AULA_MEDIA__BIND: '127.0.0.1:0',
+    AULA_STORAGE__DIR: dir,
+    RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn',
+    ...extraEnv,
+  };
+  const proc = spawn(AULA, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  proc.stderr.on('data', (d) => { logs += d; });
+  const base = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`aula did not start:\n${out}\n${logs}`)), 30_000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/aula listening http=(\S+) media=(\S+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`aula exited ${code}:\n${logs}`)); });
+  });
+  return {
+    base,
+    dir,
+    proc,
+    logs: () => logs,
+    token(room, identity, flags = ['--publish', '--publish-data'], ttl = '1h') {
+      return execFileSync(AULA, ['token', '--room', room, '--identity', identity, '--ttl', ttl, ...flags], { env })
+        .toString().trim();
+    },
+    async stop() {
+      proc.kill('SIGINT');
+      await new Promise((r) => { if (proc.exitCode !== null) r(); else proc.on('exit', r); });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `fn` until it returns a truthy value or `ms` pass (then throws with the last value).
+export async function waitFor(fn, ms, what) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(250);
+  }
+  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+}
+
+// Frames decoded by each remote tile of a room page, by participant id.
+export function tileFrames(page) {
+  return page.evaluate(() => {
+    const out = {};
+    for (const [pid, t] of window.aulaRoom.tiles) {
+      if (pid === 'self') continue;
+      const q = t.video.getVideoPlaybackQuality();
+      out[pid] = { frames: q.totalVideoFrames, width: t.video.videoWidth, audio: t.stream.getAudioTracks().length };
+    }
+    return out;
+  });
+}
+
+export async function inboundAudio(pc, page) {
+  return page.evaluate(async (name) => {
+    let packets = 0;
+    (await window[name].pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') packets += s.packetsReceived;
+    });
+    return packets;
+  }, pc);
+}

@@ -1,0 +1,57 @@
+// Three participants in one room through /room/{room}: each decodes the other two.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, inboundAudio } from './helpers.mjs';
+
+let server, browser;
+before(async () => { server = await startServer(); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); await server?.stop(); });
+
+test('three participants each decode video from both others, with audio and chat', async () => {
+  const names = ['ana', 'ben', 'caro'];
+  const pages = [];
+  for (const n of names) {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    page.on('console', (m) => { if (process.env.DEBUG) console.log(`[${n}]`, m.text()); });
+    await page.goto(`${server.base}/room/math?token=${server.token('math', n)}`);
+    pages.push(page);
+  }
+  // Everyone sees two remote tiles with decoded frames.
+  for (const [i, page] of pages.entries()) {
+    await waitFor(async () => {
+      const t = await tileFrames(page);
+      const vals = Object.values(t);
+      return vals.length === 2 && vals.every((v) => v.frames > 0) && t;
+    }, 30_000, `${names[i]} decoding two remote videos`);
+  }
+  // Frames keep rising for 10 s.
+  const first = await Promise.all(pages.map(tileFrames));
+  await sleep(10_000);
+  const second = await Promise.all(pages.map(tileFrames));
+  for (const [i, t] of second.entries()) {
+    for (const [pid, v] of Object.entries(t)) {
+      const before = first[i][pid].frames;
+      assert.ok(v.frames > before + 50, `${names[i]} <- ${pid}: frames ${before} -> ${v.frames}`);
+      assert.equal(v.audio, 1, `${names[i]} has an audio track from ${pid}`);
+    }
+    const audio = await inboundAudio('aulaRoom', pages[i]);
+    assert.ok(audio > 200, `${names[i]} received ${audio} audio packets`);
+  }
+  // Chat over the data channel reaches the others.
+  await pages[0].fill('#chat-input', 'hello class');
+  await pages[0].click('#chat-form button');
+  for (const page of pages.slice(1)) {
+    await waitFor(() => page.evaluate(() => window.aulaRoom.chat.some((m) => m.text === 'hello class' && m.from === 'ana')),
+      10_000, 'chat message');
+  }
+  // The fake microphone beeps: someone is reported as an active speaker.
+  await waitFor(() => pages[0].evaluate(() => window.aulaRoom.speakers.length > 0), 15_000, 'active speaker event');
+  // A participant vanishing without leaving is noticed and the others keep going.
+  await pages[2].context().close();
+  await waitFor(async () => Object.keys(await tileFrames(pages[0])).length === 1, 30_000, 'caro removed from ana\'s tiles');
+  const a = await tileFrames(pages[0]);
+  await sleep(2000);
+  const b = await tileFrames(pages[0]);
+  for (const pid of Object.keys(b)) assert.ok(b[pid].frames > a[pid].frames, 'ana still decodes ben');
+});
