@@ -23,18 +23,19 @@ export async function startServer(extraEnv = {}) {
   const proc = spawn(AULA, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   proc.stderr.on('data', (d) => { logs += d; });
-  const base = await new Promise((resolve, reject) => {
+  const [base, media] = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`aula did not start:\n${out}\n${logs}`)), 30_000);
     proc.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/aula listening http=(\S+) media=(\S+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      if (m) { clearTimeout(timer); resolve([m[1], m[2]]); }
     });
     proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`aula exited ${code}:\n${logs}`)); });
   });
   return {
     base,
+    media,
     dir,
     proc,
     logs: () => logs,

@@ -1,0 +1,74 @@
+// A browser broadcast over WHIP, watched over WHEP by other pages; simulcast layer choice.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitFor, sleep, inboundAudio } from './helpers.mjs';
+
+let server, browser;
+before(async () => { server = await startServer(); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); await server?.stop(); });
+
+async function viewer(room, quality) {
+  const page = await (await browser.newContext()).newPage();
+  const q = quality ? `&quality=${quality}` : '';
+  await page.goto(`${server.base}/live/${room}?token=${server.token(room, `viewer-${quality || 'default'}`, [])}${q}`);
+  return page;
+}
+
+const frames = (page) => page.evaluate(() => {
+  const v = window.aulaLive.video;
+  return v ? { frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth, status: window.aulaLive.status, error: window.aulaLive.error } : null;
+});
+
+for (const codec of ['vp8', 'h264']) {
+  test(`WHIP publish (${codec}, simulcast) to WHEP viewers; low layer gives low resolution`, async () => {
+    const room = `stage-${codec}`;
+    const pub = await (await browser.newContext()).newPage();
+    await pub.goto(`${server.base}/broadcast/${room}?codec=${codec}&token=${server.token(room, 'creator', ['--publish'])}`);
+    await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+    await pub.click('#golive');
+    await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'live');
+    assert.equal(await pub.evaluate(() => window.aulaBroadcast.status), 'live');
+
+    const high = await viewer(room, 'high');
+    const low = await viewer(room, 'low');
+    const hi = await waitFor(async () => { const f = await frames(high); return f && f.frames > 30 && f.width > 0 && f; }, 30_000, 'high viewer decoding');
+    const lo = await waitFor(async () => { const f = await frames(low); return f && f.frames > 30 && f.width > 0 && f; }, 30_000, 'low viewer decoding');
+    // Keep decoding; the low viewer stays on the quarter-resolution layer.
+    await sleep(5000);
+    const hi2 = await frames(high);
+    const lo2 = await frames(low);
+    assert.ok(hi2.frames > hi.frames + 50, `high viewer frames ${hi.frames} -> ${hi2.frames}`);
+    assert.ok(lo2.frames > lo.frames + 50, `low viewer frames ${lo.frames} -> ${lo2.frames}`);
+    assert.ok(lo2.width <= 320, `low viewer width ${lo2.width}`);
+    assert.ok(hi2.width > lo2.width, `high viewer width ${hi2.width} > low ${lo2.width}`);
+    assert.ok(await inboundAudio('aulaLive', high) > 100, 'viewer receives audio');
+    // The broadcast page reports its sent bitrate.
+    assert.ok(await pub.evaluate(() => window.aulaBroadcast.kbps) > 50, 'sent bitrate shown');
+
+    // Stop: DELETE ends the session; viewers stop receiving frames.
+    await pub.click('#stop');
+    await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'ended'), 10_000, 'ended');
+    await sleep(1500);
+    const a = await frames(high);
+    await sleep(1500);
+    const b = await frames(high);
+    assert.ok(b.frames - a.frames < 5, `frames stop after Stop (${a.frames} -> ${b.frames})`);
+    for (const p of [pub, high, low]) await p.context().close();
+  });
+}
+
+test('a WHIP publisher that vanishes is removed within 30 s', async () => {
+  const room = 'vanish';
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(`${server.base}/broadcast/${room}?token=${server.token(room, 'creator', ['--publish'])}`);
+  await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'preview');
+  await pub.click('#golive');
+  await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live'), 20_000, 'live');
+  const admin = server.token(room, 'admin', []);
+  const info = async () => (await fetch(`${server.base}/api/rooms/${room}`, { headers: { Authorization: `Bearer ${admin}` } })).json();
+  assert.equal((await info()).participants.length, 1);
+  const t0 = Date.now();
+  await pub.context().close(); // no DELETE: the tab is just gone
+  await waitFor(async () => (await info()).participants.length === 0, 30_000, 'publisher removed');
+  assert.ok(Date.now() - t0 < 30_000);
+});
