@@ -360,11 +360,19 @@ impl Sfu {
 
     /// Runs due timers and periodic work.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Take the due timers first: a participant whose transport asks for another timeout
+        // at `now` is served on the next call, so one call always finishes.
+        let mut due: Vec<(Instant, ParticipantId)> = Vec::new();
         while let Some(Reverse((at, pid))) = self.out.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.out.timers.pop();
+            due.push((at, pid));
+        }
+        due.sort_unstable_by_key(|(at, pid)| (*pid, *at));
+        due.dedup_by_key(|(_, pid)| *pid);
+        for (at, pid) in due {
             let Some(name) = self.located.get(&pid).cloned() else {
                 continue;
             };

@@ -1,0 +1,184 @@
+//! Forwarding behaviour in virtual time: str0m clients against the sans-IO core.
+
+mod common;
+
+use std::time::Duration;
+
+use common::World;
+use sfu::{Quality, Signal};
+
+#[test]
+fn whep_viewer_receives_a_whip_publishers_video_and_audio() {
+    let mut w = World::new();
+    let p = w.whip_publisher("creator", false);
+    let v = w.whep_viewer("viewer", Quality::High);
+    w.run(Duration::from_secs(5));
+    assert!(w.client(p).connected && w.client(v).connected);
+    let frames = w.client(v).video_frames();
+    // ~30 fps for the ~4.5 s after connecting; the first frame forwarded is a keyframe.
+    assert!(frames.len() > 100, "video frames {}", frames.len());
+    assert!(frames[0].keyframe, "first forwarded frame is a keyframe");
+    assert!(
+        w.client(v).audio_frames() > 150,
+        "audio frames {}",
+        w.client(v).audio_frames()
+    );
+    // Timestamps only move forward.
+    assert!(frames.windows(2).all(|f| f[1].time > f[0].time));
+}
+
+#[test]
+fn each_viewer_gets_the_layer_it_asks_for_and_switches_on_request() {
+    let mut w = World::new();
+    w.whip_publisher("creator", true);
+    let low = w.whep_viewer("low", Quality::Low);
+    let high = w.whep_viewer("high", Quality::High);
+    w.run(Duration::from_secs(4));
+    let last_layer = |w: &World, i: usize| w.client(i).video_frames().last().map(|f| f.layer);
+    assert_eq!(last_layer(&w, low), Some(0));
+    assert_eq!(last_layer(&w, high), Some(2));
+    // Only the wanted layer reaches each viewer after the first keyframe.
+    let low_layers: Vec<u8> = w
+        .client(low)
+        .video_frames()
+        .iter()
+        .map(|f| f.layer)
+        .collect();
+    assert!(low_layers.iter().all(|l| *l == 0), "{low_layers:?}");
+
+    // The low viewer asks for high: it switches at a keyframe, and its timeline stays monotonic.
+    let pid = w.pid(low);
+    let before = w.client(low).video_frames().len();
+    w.sfu
+        .set_preference(w.now, pid, None, Quality::High)
+        .expect("preference");
+    w.run(Duration::from_secs(4));
+    let frames = w.client(low).video_frames();
+    let after: Vec<_> = frames[before..].iter().collect();
+    let first_high = after
+        .iter()
+        .position(|f| f.layer == 2)
+        .expect("switched to high");
+    assert!(after[first_high].keyframe, "switch happens on a keyframe");
+    assert!(after[first_high..].iter().all(|f| f.layer == 2));
+    assert!(
+        frames.windows(2).all(|f| f[1].time > f[0].time),
+        "RTP time monotonic across the switch"
+    );
+}
+
+#[test]
+fn room_publisher_is_told_which_layers_are_watched_dynacast() {
+    let mut w = World::new();
+    let p = w.room_publisher("tutor", true);
+    w.run(Duration::from_secs(2));
+    let needed = |w: &World| {
+        w.signals_for(p).iter().rev().find_map(|s| match s {
+            Signal::LayersNeeded { rids, .. } => Some(rids.clone()),
+            _ => None,
+        })
+    };
+    // Nobody watches: every layer may pause.
+    assert_eq!(needed(&w), Some(vec![]));
+    let v = w.whep_viewer("student", Quality::Low);
+    w.run(Duration::from_secs(3));
+    assert_eq!(needed(&w), Some(vec!["q".to_string()]));
+    assert!(w.client(v).video_frames().len() > 30);
+    let hv = w.whep_viewer("student2", Quality::High);
+    w.run(Duration::from_secs(3));
+    let n = needed(&w).expect("needed");
+    // The high viewer gets the best layer its bandwidth estimate allows, above q; the
+    // publisher is asked for exactly the layers being watched.
+    let got = w
+        .client(hv)
+        .video_frames()
+        .last()
+        .map(|f| f.layer)
+        .expect("frames");
+    assert!(got >= 1, "high viewer on layer {got}");
+    let want = vec!["q".to_string(), common::LAYERS[got as usize].to_string()];
+    assert_eq!(n, want);
+}
+
+#[test]
+fn room_clients_subscribe_to_each_other_through_server_offers() {
+    let mut w = World::new();
+    let a = w.room_publisher("ana", false);
+    let b = w.room_publisher("ben", false);
+    w.run(Duration::from_secs(4));
+    for (me, other) in [(a, b), (b, a)] {
+        let subscribed = w
+            .signals_for(me)
+            .iter()
+            .filter(|s| matches!(s, Signal::Subscribed { .. }))
+            .count();
+        assert_eq!(
+            subscribed,
+            2,
+            "{} subscribed to video+audio of the other",
+            w.client(me).name
+        );
+        let got = w
+            .client(me)
+            .frames
+            .iter()
+            .filter(|f| Some(f.mid) != w.client(me).video && Some(f.mid) != w.client(me).audio)
+            .count();
+        assert!(
+            got > 100,
+            "{} received {got} frames from {}",
+            w.client(me).name,
+            w.client(other).name
+        );
+    }
+}
+
+#[test]
+fn keyframe_requests_from_many_viewers_are_coalesced() {
+    let mut w = World::new();
+    let p = w.whip_publisher("creator", false);
+    for i in 0..20 {
+        w.whep_viewer(&format!("v{i}"), Quality::High);
+    }
+    w.run(Duration::from_secs(3));
+    let requests = w.client(p).keyframe_requests.len();
+    // 20 viewers joining within the same moment: at most one request per 500 ms window.
+    assert!(
+        requests <= 3 * 2 + 1,
+        "publisher got {requests} keyframe requests"
+    );
+    for c in &w.clients[1..] {
+        assert!(
+            c.video_frames().len() > 40,
+            "{} got {}",
+            c.name,
+            c.video_frames().len()
+        );
+    }
+}
+
+#[test]
+fn a_silent_participant_is_removed_and_the_room_is_told() {
+    let mut w = World::new();
+    let a = w.room_publisher("ana", false);
+    let b = w.room_publisher("ben", false);
+    w.run(Duration::from_secs(3));
+    w.clients[b].online = false;
+    w.run(Duration::from_secs(17));
+    assert_eq!(w.sfu.participant_count(), 1);
+    let bid = w.pid(b);
+    assert!(w
+        .signals_for(a)
+        .iter()
+        .any(|s| matches!(s, Signal::ParticipantLeft { participant, .. } if *participant == bid)));
+    assert!(w
+        .signals_for(b)
+        .iter()
+        .any(|s| matches!(s, Signal::Closed { .. })));
+    assert_eq!(
+        w.metrics
+            .participants_timed_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
