@@ -182,3 +182,78 @@ fn a_silent_participant_is_removed_and_the_room_is_told() {
         1
     );
 }
+
+#[test]
+fn nack_repairs_five_percent_downstream_loss() {
+    let mut w = World::new();
+    w.whip_publisher("creator", false);
+    let clean = w.whep_viewer("clean", Quality::High);
+    let lossy = w.whep_viewer("lossy", Quality::High);
+    w.run(Duration::from_secs(2));
+    w.clients[lossy].loss_percent = 5;
+    let (c0, l0) = (
+        w.client(clean).video_frames().len(),
+        w.client(lossy).video_frames().len(),
+    );
+    w.run(Duration::from_secs(10));
+    let clean_frames = w.client(clean).video_frames().len() - c0;
+    let lossy_frames = w.client(lossy).video_frames().len() - l0;
+    // Each 800-byte frame is one packet: without retransmission ~5% of frames would be gone.
+    assert!(
+        lossy_frames * 100 >= clean_frames * 99,
+        "lossy viewer got {lossy_frames} of {clean_frames} frames"
+    );
+}
+
+#[test]
+fn a_room_client_that_changes_network_restarts_ice_and_keeps_receiving() {
+    let mut w = World::new();
+    let a = w.room_publisher("ana", false);
+    w.room_publisher("ben", false);
+    w.run(Duration::from_secs(3));
+    let remote = |w: &World| {
+        let c = w.client(a);
+        c.frames
+            .iter()
+            .filter(|f| Some(f.mid) != c.video && Some(f.mid) != c.audio)
+            .count()
+    };
+    let before = remote(&w);
+    assert!(before > 50);
+    w.move_and_restart_ice(a);
+    w.run(Duration::from_secs(5));
+    let after = remote(&w);
+    assert!(
+        after > before + 100,
+        "frames {before} -> {after} after the move"
+    );
+    assert_eq!(w.sfu.participant_count(), 2);
+}
+
+#[test]
+fn a_room_of_eight_publishers_each_receives_all_seven_others() {
+    let mut w = World::new();
+    let ids: Vec<usize> = (0..8)
+        .map(|i| w.room_publisher(&format!("p{i}"), false))
+        .collect();
+    w.run(Duration::from_secs(5));
+    for &i in &ids {
+        let c = w.client(i);
+        let mut mids: Vec<_> = c
+            .frames
+            .iter()
+            .filter(|f| Some(f.mid) != c.video && Some(f.mid) != c.audio)
+            .map(|f| f.mid)
+            .collect();
+        mids.sort();
+        mids.dedup();
+        // 7 others x (video + audio).
+        assert_eq!(
+            mids.len(),
+            14,
+            "{} receives {} remote tracks",
+            c.name,
+            mids.len()
+        );
+    }
+}

@@ -19,7 +19,9 @@ use rtc::interceptor::Registry;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -96,7 +98,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {aula} (build it with cargo build --release -p aula)"))?;
+            .with_context(|| {
+                format!("starting {aula} (build it with cargo build --release -p aula)")
+            })?;
         let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(out).lines();
         let base = loop {
@@ -107,12 +111,18 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Server { child, base, env, aula: aula.to_string() })
+        Ok(Server {
+            child,
+            base,
+            env,
+            aula: aula.to_string(),
+        })
     }
 
     fn token(&self, room: &str, identity: &str, publish: bool) -> Result<String> {
         let mut c = Command::new(&self.aula);
-        c.args(["token", "--room", room, "--identity", identity]).envs(self.env.iter().cloned());
+        c.args(["token", "--room", room, "--identity", identity])
+            .envs(self.env.iter().cloned());
         if publish {
             c.arg("--publish");
         }
@@ -130,9 +140,15 @@ impl Server {
     }
 
     fn metric(&self, name: &str) -> Result<u64> {
-        let body = ureq::get(format!("{}/metrics", self.base)).call()?.body_mut().read_to_string()?;
+        let body = ureq::get(format!("{}/metrics", self.base))
+            .call()?
+            .body_mut()
+            .read_to_string()?;
         body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name} "))
+                    .and_then(|v| v.parse().ok())
+            })
             .ok_or_else(|| anyhow!("no metric {name}"))
     }
 }
@@ -159,22 +175,30 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.connected.send(state == RTCPeerConnectionState::Connected);
+        let _ = self
+            .connected
+            .send(state == RTCPeerConnectionState::Connected);
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(stats) = self.stats.clone() else { return };
+        let Some(stats) = self.stats.clone() else {
+            return;
+        };
         tokio::spawn(async move {
             let video = track.kind().await == RtpCodecKind::Video;
             let mut last_seq: Option<u16> = None;
             while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(p) = evt else { continue };
+                let TrackRemoteEvent::OnRtpPacket(p) = evt else {
+                    continue;
+                };
                 let now = micros();
                 if !stats.measuring.load(Ordering::Relaxed) {
                     last_seq = Some(p.header.sequence_number);
                     continue;
                 }
-                stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                stats
+                    .bytes
+                    .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                 if !video {
                     stats.audio_packets.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -231,7 +255,13 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
     (audio, video)
 }
 
-async fn peer(stats: Option<Arc<Stats>>) -> Result<(impl PeerConnection, watch::Receiver<bool>, watch::Receiver<bool>)> {
+async fn peer(
+    stats: Option<Arc<Stats>>,
+) -> Result<(
+    impl PeerConnection,
+    watch::Receiver<bool>,
+    watch::Receiver<bool>,
+)> {
     let (audio, video) = codecs();
     let mut me = MediaEngine::default();
     me.register_codec(audio, RtpCodecKind::Audio)?;
@@ -244,7 +274,11 @@ async fn peer(stats: Option<Arc<Stats>>) -> Result<(impl PeerConnection, watch::
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { connected: ctx, gathered: gtx, stats }))
+        .with_handler(Arc::new(Handler {
+            connected: ctx,
+            gathered: gtx,
+            stats,
+        }))
         .with_runtime(runtime)
         .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
         .build()
@@ -253,11 +287,20 @@ async fn peer(stats: Option<Arc<Stats>>) -> Result<(impl PeerConnection, watch::
 }
 
 /// Offer, wait for ICE gathering, POST to WHIP/WHEP, apply the answer.
-async fn signal(pc: &impl PeerConnection, mut gathered: watch::Receiver<bool>, url: String, token: String) -> Result<()> {
+async fn signal(
+    pc: &impl PeerConnection,
+    mut gathered: watch::Receiver<bool>,
+    url: String,
+    token: String,
+) -> Result<()> {
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     tokio::time::timeout(Duration::from_secs(10), gathered.wait_for(|g| *g)).await??;
-    let sdp = pc.local_description().await.ok_or_else(|| anyhow!("no local description"))?.sdp;
+    let sdp = pc
+        .local_description()
+        .await
+        .ok_or_else(|| anyhow!("no local description"))?
+        .sdp;
     let answer = tokio::task::spawn_blocking(move || -> Result<String> {
         let mut r = ureq::post(&url)
             .header("Authorization", &format!("Bearer {token}"))
@@ -269,11 +312,16 @@ async fn signal(pc: &impl PeerConnection, mut gathered: watch::Receiver<bool>, u
         Ok(r.body_mut().read_to_string()?)
     })
     .await??;
-    pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
+    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+        .await?;
     Ok(())
 }
 
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Result<Arc<TrackLocalStaticSample>> {
+fn local_track(
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    ssrc: u32,
+) -> Result<Arc<TrackLocalStaticSample>> {
     Ok(Arc::new(TrackLocalStaticSample::new(
         Instant::now(),
         MediaStreamTrack::new(
@@ -282,7 +330,10 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Result<Arc<
             format!("bench-{kind}"),
             kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 codec,
                 ..Default::default()
             }],
@@ -299,10 +350,20 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     let (pub_pc, mut pub_conn, pub_gather) = peer(None).await?;
     let vtrack = local_track(RtpCodecKind::Video, video_codec.rtp_codec.clone(), 0x1111)?;
     let atrack = local_track(RtpCodecKind::Audio, audio_codec.rtp_codec.clone(), 0x2222)?;
-    pub_pc.add_track(vtrack.clone() as Arc<dyn TrackLocal>).await?;
-    pub_pc.add_track(atrack.clone() as Arc<dyn TrackLocal>).await?;
+    pub_pc
+        .add_track(vtrack.clone() as Arc<dyn TrackLocal>)
+        .await?;
+    pub_pc
+        .add_track(atrack.clone() as Arc<dyn TrackLocal>)
+        .await?;
     let token = server.token(room, "publisher", true)?;
-    signal(&pub_pc, pub_gather, format!("{}/whip/{room}", server.base), token).await?;
+    signal(
+        &pub_pc,
+        pub_gather,
+        format!("{}/whip/{room}", server.base),
+        token,
+    )
+    .await?;
     tokio::time::timeout(Duration::from_secs(15), pub_conn.wait_for(|c| *c))
         .await
         .context("publisher did not connect")??;
@@ -317,7 +378,11 @@ async fn run(args: &Args, n: usize) -> Result<()> {
             let ms = start.elapsed().as_millis() as u64;
             while audio * 20 <= ms {
                 audio += 1;
-                let s = Sample { data: Bytes::from(vec![0xfcu8; 80]), duration: Duration::from_millis(20), ..Sample::new(Instant::now()) };
+                let s = Sample {
+                    data: Bytes::from(vec![0xfcu8; 80]),
+                    duration: Duration::from_millis(20),
+                    ..Sample::new(Instant::now())
+                };
                 let _ = atrack.sample_writer(0x2222, 111).write_sample(&s).await;
             }
             while frames * 33 <= ms {
@@ -327,7 +392,11 @@ async fn run(args: &Args, n: usize) -> Result<()> {
                 data[0] = if frames % 30 == 1 { 0x10 } else { 0x11 };
                 data[4..8].copy_from_slice(MARK);
                 data[8..16].copy_from_slice(&micros().to_be_bytes());
-                let s = Sample { data: Bytes::from(data), duration: Duration::from_millis(33), ..Sample::new(Instant::now()) };
+                let s = Sample {
+                    data: Bytes::from(data),
+                    duration: Duration::from_millis(33),
+                    ..Sample::new(Instant::now())
+                };
                 let _ = vtrack.sample_writer(0x1111, 96).write_sample(&s).await;
             }
         }
@@ -346,7 +415,14 @@ async fn run(args: &Args, n: usize) -> Result<()> {
             joins.push(tokio::spawn(async move {
                 let (pc, mut conn, gather) = peer(Some(stats)).await?;
                 for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-                    pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() })).await?;
+                    pc.add_transceiver_from_kind(
+                        kind,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            ..Default::default()
+                        }),
+                    )
+                    .await?;
                 }
                 signal(&pc, gather, url, token).await?;
                 tokio::time::timeout(Duration::from_secs(30), conn.wait_for(|c| *c)).await??;
@@ -377,9 +453,17 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     let video = stats.video_packets.load(Ordering::Relaxed) as f64;
     let audio = stats.audio_packets.load(Ordering::Relaxed) as f64;
     let lost = stats.lost.load(Ordering::Relaxed) as f64;
-    let mut d = stats.delays_us.lock().map(|d| d.clone()).unwrap_or_default();
+    let mut d = stats
+        .delays_us
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
     d.sort_unstable();
-    let pct = |p: f64| d.get(((d.len() as f64 - 1.0) * p) as usize).map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        d.get(((d.len() as f64 - 1.0) * p) as usize)
+            .map(|v| *v as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
+    };
     let tracks = (subs.len() * 2) as f64;
     println!(
         "N={n:<4} connected={:<4} (in {connect_s:.1}s)  fwd_pkts/s={:>8.0} (server sent {:>8.0}/s)  rx_Mbit/s={:>7.1}  server_cpu={:.2} cores, {:.3} cpu-s/s per 100 tracks  delay p50={:.1}ms p99={:.1}ms  loss={:.2}%",

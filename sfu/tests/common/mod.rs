@@ -41,6 +41,10 @@ pub struct Client {
     pub next: Instant,
     /// When false, datagrams to and from this client are dropped (network gone).
     pub online: bool,
+    /// Percent of datagrams from the SFU to this client that the network drops.
+    pub loss_percent: u64,
+    /// Addresses this client had before a network change: unreachable now.
+    pub old_addrs: Vec<SocketAddr>,
     pub frames: Vec<Frame>,
     pub keyframe_requests: Vec<Option<Rid>>,
     pub pending: Option<SdpPendingOffer>,
@@ -64,6 +68,7 @@ pub struct World {
     pub server: SocketAddr,
     pub metrics: Arc<SfuMetrics>,
     next_port: u16,
+    rng: Rng,
 }
 
 impl World {
@@ -80,6 +85,7 @@ impl World {
             server,
             metrics,
             next_port: 40000,
+            rng: Rng(0xa11a),
         }
     }
 
@@ -97,6 +103,8 @@ impl World {
             pid: None,
             next: self.now,
             online: true,
+            loss_percent: 0,
+            old_addrs: Vec::new(),
             frames: Vec::new(),
             keyframe_requests: Vec::new(),
             pending: None,
@@ -242,10 +250,10 @@ impl World {
             let mut moved = false;
             for i in 0..self.clients.len() {
                 let out = self.clients[i].poll(now);
-                for (dest, bytes) in out {
+                for (src, dest, bytes) in out {
                     moved = true;
-                    if dest == self.server && self.clients[i].online {
-                        let src = self.clients[i].addr;
+                    let c = &self.clients[i];
+                    if dest == self.server && c.online && !c.old_addrs.contains(&src) {
                         self.sfu.handle_datagram(now, src, self.server, &bytes);
                     }
                 }
@@ -258,7 +266,8 @@ impl World {
             for (dest, bytes) in sent {
                 moved = true;
                 if let Some(c) = self.clients.iter_mut().find(|c| c.addr == dest) {
-                    if c.online {
+                    let dropped = c.loss_percent > 0 && self.rng.next() % 100 < c.loss_percent;
+                    if c.online && !dropped {
                         c.receive(now, self.server, &bytes);
                     }
                 }
@@ -423,11 +432,11 @@ impl Client {
         ));
     }
 
-    fn poll(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    fn poll(&mut self, now: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => out.push((t.destination, t.contents.into())),
+                Ok(Output::Transmit(t)) => out.push((t.source, t.destination, t.contents.into())),
                 Ok(Output::Timeout(t)) => {
                     self.next = t.max(now);
                     break;
@@ -497,6 +506,38 @@ impl World {
     }
 
     /// A fresh client's publish offer, as SDP text (for mutation tests).
+    /// Moves client `i` to a new address (a network change) and restarts ICE through the
+    /// room signaling, as the room page does when ICE fails.
+    pub fn move_and_restart_ice(&mut self, i: usize) {
+        self.next_port += 1;
+        let new: SocketAddr = format!("127.0.0.1:{}", self.next_port)
+            .parse()
+            .expect("addr");
+        let pid = self.pid(i);
+        let c = &mut self.clients[i];
+        c.old_addrs.push(c.addr);
+        c.addr = new;
+        let mut api = c.rtc.sdp_api();
+        api.ice_restart(false);
+        let (offer, pending) = api.apply().expect("restart offer");
+        let answer = self
+            .sfu
+            .offer(self.now, pid, &offer.to_sdp_string())
+            .expect("restart accepted");
+        self.clients[i]
+            .rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer"),
+            )
+            .expect("answer accepted");
+        // Candidates of the new network, gathered after the restart (as a browser trickles them).
+        self.clients[i]
+            .rtc
+            .add_local_candidate(Candidate::host(new, "udp").expect("candidate"));
+    }
+
     pub fn sample_offer(&mut self) -> String {
         let mut c = self.new_client("sample");
         publish_offer(&mut c, true).to_sdp_string()
