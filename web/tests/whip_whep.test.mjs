@@ -42,6 +42,13 @@ for (const codec of ['vp8', 'h264']) {
     assert.ok(lo2.width <= 320, `low viewer width ${lo2.width}`);
     assert.ok(hi2.width > lo2.width, `high viewer width ${hi2.width} > low ${lo2.width}`);
     assert.ok(await inboundAudio('aulaLive', high) > 100, 'viewer receives audio');
+    // AEAD-AES-GCM SRTP is negotiated when the browser offers it (Chromium does).
+    const cipher = await pub.evaluate(async () => {
+      let c = '';
+      (await window.aulaBroadcast.pc.getStats()).forEach((s) => { if (s.type === 'transport') c = s.srtpCipher; });
+      return c;
+    });
+    assert.match(cipher, /GCM/, `SRTP cipher ${cipher}`);
     // The broadcast page reports its sent bitrate.
     assert.ok(await pub.evaluate(() => window.aulaBroadcast.kbps) > 50, 'sent bitrate shown');
 

@@ -1,0 +1,132 @@
+//! The `aula` binary's configuration and `token` subcommand, run as a user would.
+
+use std::process::Command;
+
+use signaling::TokenKeys;
+
+fn aula() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aula"));
+    c.env_remove("AULA_CONFIG");
+    c
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("aula-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+#[test]
+fn token_uses_the_secret_from_the_environment_and_carries_grants() {
+    let dir = tempdir("env");
+    let out = aula()
+        .current_dir(&dir)
+        .env("AULA_AUTH__API_KEY", "k1")
+        .env("AULA_AUTH__API_SECRET", "an-env-secret-of-enough-length!!")
+        .args([
+            "token",
+            "--room",
+            "math",
+            "--identity",
+            "ana",
+            "--publish",
+            "--ttl",
+            "90m",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let claims = TokenKeys::new("k1", "an-env-secret-of-enough-length!!")
+        .verify_for_room(token.trim(), "math")
+        .expect("verifies");
+    assert_eq!(claims.sub, "ana");
+    assert!(claims.grants.publish && claims.grants.subscribe && !claims.grants.admin);
+    assert_eq!(claims.exp - claims.iat, 90 * 60);
+}
+
+#[test]
+fn toml_file_is_read_and_environment_overrides_it() {
+    let dir = tempdir("toml");
+    std::fs::write(
+        dir.join("aula.toml"),
+        "[auth]\napi_key = \"filekey\"\napi_secret = \"a-file-secret-of-enough-length!!\"\n",
+    )
+    .expect("write");
+    let out = aula()
+        .current_dir(&dir)
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .expect("run");
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let keys = TokenKeys::new("filekey", "a-file-secret-of-enough-length!!");
+    assert!(keys.verify(token.trim()).is_ok());
+    let out = aula()
+        .current_dir(&dir)
+        .env("AULA_AUTH__API_KEY", "envkey")
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .expect("run");
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    assert_eq!(
+        keys.verify(token.trim()).err(),
+        Some(signaling::TokenError::UnknownKey)
+    );
+}
+
+#[test]
+fn development_secret_is_created_once_and_reused() {
+    let dir = tempdir("dev");
+    let run = || {
+        aula()
+            .current_dir(&dir)
+            .args(["token", "--room", "r", "--identity", "i"])
+            .output()
+            .expect("run")
+    };
+    assert!(run().status.success());
+    let secret = std::fs::read_to_string(dir.join("aula-data/dev-secret")).expect("dev secret");
+    assert!(secret.len() >= 32);
+    let token = String::from_utf8(run().stdout).expect("utf8");
+    assert!(TokenKeys::new("devkey", &secret)
+        .verify(token.trim())
+        .is_ok());
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempdir("bad");
+    std::fs::write(dir.join("aula.toml"), "[http]\nbind = \"not an address\"\n").expect("write");
+    let out = aula()
+        .current_dir(&dir)
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid configuration"), "{err}");
+    let out = aula()
+        .current_dir(&dir)
+        .args([
+            "--config",
+            "/nonexistent/aula.toml",
+            "token",
+            "--room",
+            "r",
+            "--identity",
+            "i",
+        ])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = aula()
+        .args(["token", "--room", "r", "--identity", "i", "--ttl", "5y"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad duration"));
+}
