@@ -239,7 +239,6 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
             rtcp_feedback: vec![],
         },
         payload_type: 111,
-        ..Default::default()
     };
     let video = RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -250,7 +249,6 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
             rtcp_feedback: vec![],
         },
         payload_type: 96,
-        ..Default::default()
     };
     (audio, video)
 }
