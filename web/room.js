@@ -4,7 +4,7 @@ import { $, log, params, preferCodec, room, SIMULCAST, token, wsUrl } from '/ass
 
 const tiles = new Map(); // participant id -> { el, video, stream, name }
 const mids = new Map(); // mid -> { track, participant }
-let pc, ws, chat, me, videoSender;
+let pc, ws, chat, me, videoSender, resumeKey, dropDeadline = 0, leaving = false;
 
 function tile(pid, name) {
   let t = tiles.get(String(pid));
@@ -44,9 +44,24 @@ async function onMessage(m) {
   switch (m.type) {
     case 'joined': {
       me = m;
+      resumeKey = m.resume;
+      window.aulaRoom.resumeKey = m.resume;
       $('#status').textContent = `joined as ${m.identity}`;
       for (const p of m.participants) tile(p.id, p.identity);
       await offer();
+      break;
+    }
+    case 'resumed': {
+      // Back on a new socket after a drop: events sent meanwhile were lost, so reconcile tiles
+      // with the room as it is, and restart ICE in case the network changed too.
+      dropDeadline = 0;
+      window.aulaRoom.resumed += 1;
+      $('#status').textContent = `resumed as ${m.identity}`;
+      const present = new Set(m.participants.map((p) => String(p.id)));
+      for (const pid of [...tiles.keys()]) if (pid !== 'self' && !present.has(pid)) removeTile(pid);
+      for (const p of m.participants) if (p.id !== m.participant && p.kind === 'room') tile(p.id, p.identity);
+      if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+      await offer(true);
       break;
     }
     case 'answer':
@@ -68,6 +83,7 @@ async function onMessage(m) {
       log(`${m.participant.identity} joined`);
       break;
     case 'participant_left':
+      window.aulaRoom.left.push(m.participant);
       removeTile(m.participant);
       log(`${m.identity} left`);
       break;
@@ -108,7 +124,7 @@ async function start() {
     video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
   });
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], speakers: [] };
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], speakers: [], resumed: 0, left: [] };
   const self = tile('self', 'me');
   self.stream.addTrack(stream.getVideoTracks()[0]);
   self.video.muted = true;
@@ -139,20 +155,33 @@ async function start() {
     // Network change: restart ICE over the same signaling connection.
     if (pc.iceConnectionState === 'failed') offer(true).catch((e) => log(`ice restart: ${e}`));
   };
-  ws = new WebSocket(wsUrl(`/rtc/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}`));
-  // Handle messages strictly in order: an answer must be applied before the next offer.
-  let chain = Promise.resolve();
-  ws.onmessage = (e) => {
-    chain = chain.then(() => onMessage(JSON.parse(e.data))).catch((err) => log(`error: ${err}`));
-  };
-  ws.onclose = () => { $('#status').textContent = 'disconnected'; };
+  connect(false);
   $('#chat-form').onsubmit = (e) => {
     e.preventDefault();
     const text = $('#chat-input').value;
     if (text && chat.readyState === 'open') { chat.send(text); $('#chat-input').value = ''; }
   };
   $('#quality').onchange = () => send({ type: 'layer', quality: $('#quality').value });
-  $('#leave').onclick = () => { send({ type: 'leave' }); pc.close(); };
+  $('#leave').onclick = () => { leaving = true; send({ type: 'leave' }); pc.close(); };
+}
+
+// Signaling socket; after an unexpected drop, resume the same participant for up to 9 s
+// (the server keeps it 10 s).
+function connect(resume) {
+  const q = `token=${encodeURIComponent(token)}${resume ? `&resume=${encodeURIComponent(resumeKey)}` : ''}`;
+  ws = new WebSocket(wsUrl(`/rtc/${encodeURIComponent(room)}?${q}`));
+  // Handle messages strictly in order: an answer must be applied before the next offer.
+  let chain = Promise.resolve();
+  ws.onmessage = (e) => {
+    chain = chain.then(() => onMessage(JSON.parse(e.data))).catch((err) => log(`error: ${err}`));
+  };
+  ws.onclose = () => {
+    if (leaving || !resumeKey) { $('#status').textContent = 'disconnected'; return; }
+    if (!dropDeadline) dropDeadline = Date.now() + 9000;
+    if (Date.now() > dropDeadline) { $('#status').textContent = 'disconnected'; return; }
+    $('#status').textContent = 'reconnecting';
+    setTimeout(() => connect(true), 1000);
+  };
 }
 
 start().catch((e) => { log(`failed: ${e}`); $('#status').textContent = `failed: ${e}`; });

@@ -435,6 +435,14 @@ impl Sfu {
         self.out.transmits.drain(..)
     }
 
+    /// The room a participant is in.
+    pub fn room_of_participant(&self, pid: ParticipantId) -> Result<String, SfuError> {
+        self.located
+            .get(&pid)
+            .cloned()
+            .ok_or(SfuError::UnknownParticipant)
+    }
+
     pub fn participant_count(&self) -> usize {
         self.located.len()
     }

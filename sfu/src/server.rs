@@ -25,6 +25,9 @@ mod batch;
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
+/// Who is in a participant's room and what they publish.
+pub type RoomSnapshot = (Vec<ParticipantInfo>, Vec<TrackInfo>);
+
 enum Command {
     Join(
         JoinRequest,
@@ -36,6 +39,11 @@ enum Command {
     Candidate(ParticipantId, String, Reply<()>),
     Preference(ParticipantId, Option<TrackId>, Quality, Reply<()>),
     Leave(ParticipantId),
+    Attach(
+        ParticipantId,
+        tmpsc::UnboundedSender<Signal>,
+        Reply<RoomSnapshot>,
+    ),
     Room(
         String,
         oneshot::Sender<(Vec<ParticipantInfo>, Vec<TrackInfo>)>,
@@ -153,6 +161,17 @@ impl SfuHandle {
         self.ask(|r| Command::Preference(pid, track, q, r)).await
     }
 
+    /// Points a participant's signals at a new signaling connection (a client resuming after
+    /// its WebSocket dropped). Returns the room as it is now, since signals sent while detached
+    /// were lost.
+    pub async fn attach(
+        &self,
+        pid: ParticipantId,
+        signals: tmpsc::UnboundedSender<Signal>,
+    ) -> Result<RoomSnapshot, SfuError> {
+        self.ask(|r| Command::Attach(pid, signals, r)).await
+    }
+
     pub fn leave(&self, pid: ParticipantId) {
         let _ = self.send(Command::Leave(pid));
     }
@@ -251,6 +270,15 @@ fn command(
         Command::Leave(pid) => {
             let _ = core.leave(now, pid);
             sinks.remove(&pid);
+        }
+        Command::Attach(pid, sink, reply) => {
+            let r = core
+                .room_of_participant(pid)
+                .map(|room| (core.room_participants(&room), core.room_tracks(&room)));
+            if r.is_ok() {
+                sinks.insert(pid, sink);
+            }
+            let _ = reply.send(r);
         }
         Command::Room(name, reply) => {
             let _ = reply.send((core.room_participants(&name), core.room_tracks(&name)));

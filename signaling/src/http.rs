@@ -27,6 +27,8 @@ pub struct AppState {
     pub sfu: SfuHandle,
     pub keys: TokenKeys,
     pub sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Room clients that may resume after their WebSocket dropped, by resume key.
+    pub resumable: Arc<Mutex<HashMap<String, crate::rtc_ws::Resumable>>>,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
             sfu,
             keys,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            resumable: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

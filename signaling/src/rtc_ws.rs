@@ -25,9 +25,37 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// A client that breaks the protocol this often is disconnected.
 const MAX_ERRORS: u32 = 20;
 
+/// How long a room client whose WebSocket dropped keeps its place (and media) for a resume.
+pub const RESUME_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
     pub token: Option<String>,
+    /// The `resume` key from `joined`: reattach to the same participant after a dropped socket.
+    pub resume: Option<String>,
+}
+
+/// A room client that may resume on a new WebSocket.
+#[derive(Debug, Clone)]
+pub struct Resumable {
+    pub participant: sfu::ParticipantId,
+    pub room: String,
+    pub identity: String,
+    /// Bumped on each resume, so a stale grace timer does not remove a resumed participant.
+    pub generation: u64,
+}
+
+enum Entry {
+    Join,
+    Resume(String),
+}
+
+/// Why a session loop ended.
+enum End {
+    /// The client left (leave message, clean close, too many bad messages) or the SFU ended it.
+    Left,
+    /// The socket dropped: keep the participant for [`RESUME_GRACE`].
+    Dropped,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,16 +88,90 @@ pub async fn upgrade(
     let claims = s
         .keys
         .verify_for_room(q.token.as_deref().unwrap_or(""), &room)?;
+    let entry = match q.resume {
+        None => Entry::Join,
+        Some(key) => {
+            let ok = s.resumable.lock().ok().is_some_and(|m| {
+                m.get(&key)
+                    .is_some_and(|r| r.room == room && r.identity == claims.sub)
+            });
+            if !ok {
+                return Err(ApiError::NotFound("unknown or expired resume key".into()));
+            }
+            Entry::Resume(key)
+        }
+    };
     Ok(ws
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(s, room, claims, socket)))
+        .on_upgrade(move |socket| session(s, room, claims, entry, socket)))
 }
 
-async fn session(s: AppState, room: String, claims: Claims, socket: WebSocket) {
+async fn session(s: AppState, room: String, claims: Claims, entry: Entry, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
+    let (pid, key, generation, hello) = match entry {
+        Entry::Join => match join(&s, &room, &claims, sig_tx).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tx.send(json(&error_msg(&e.to_string()))).await;
+                let _ = tx.close().await;
+                return;
+            }
+        },
+        Entry::Resume(key) => match resume(&s, key, sig_tx).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tx.send(json(&error_msg(&e))).await;
+                let _ = tx.close().await;
+                return;
+            }
+        },
+    };
+    let end = if tx.send(json(&hello)).await.is_err() {
+        End::Dropped
+    } else {
+        run(&s, pid, &mut tx, &mut rx, &mut sig_rx).await
+    };
+    let _ = tx.close().await;
+    match end {
+        End::Left => {
+            info!(participant = %pid, %room, "signaling closed: left");
+            if let Ok(mut m) = s.resumable.lock() {
+                m.remove(&key);
+            }
+            s.sfu.leave(pid);
+        }
+        End::Dropped => {
+            info!(participant = %pid, %room, "signaling dropped: waiting {RESUME_GRACE:?} for a resume");
+            let s = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RESUME_GRACE).await;
+                let expired = s.resumable.lock().ok().is_some_and(|mut m| {
+                    let stale = m.get(&key).is_some_and(|r| r.generation == generation);
+                    if stale {
+                        m.remove(&key);
+                    }
+                    stale
+                });
+                if expired {
+                    info!(participant = %pid, "not resumed: participant leaves");
+                    s.sfu.leave(pid);
+                }
+            });
+        }
+    }
+}
+
+type Joined = (sfu::ParticipantId, String, u64, serde_json::Value);
+
+async fn join(
+    s: &AppState,
+    room: &str,
+    claims: &Claims,
+    sig_tx: mpsc::UnboundedSender<Signal>,
+) -> Result<Joined, sfu::SfuError> {
     let req = JoinRequest {
-        room: room.clone(),
+        room: room.to_string(),
         identity: claims.sub.clone(),
         kind: PeerKind::Room,
         perms: Permissions {
@@ -80,28 +182,82 @@ async fn session(s: AppState, room: String, claims: Claims, socket: WebSocket) {
         offer: None,
         quality: Quality::High,
     };
-    let joined = match s.sfu.join(req, Some(sig_tx)).await {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = tx.send(json(&error_msg(&e.to_string()))).await;
-            let _ = tx.close().await;
-            return;
-        }
-    };
+    let joined = s.sfu.join(req, Some(sig_tx)).await?;
     let pid = joined.participant;
+    let key = {
+        use rand::Rng;
+        let n: u128 = rand::rng().random();
+        format!("{n:032x}")
+    };
+    if let Ok(mut m) = s.resumable.lock() {
+        m.insert(
+            key.clone(),
+            Resumable {
+                participant: pid,
+                room: room.to_string(),
+                identity: claims.sub.clone(),
+                generation: 0,
+            },
+        );
+    }
     let hello = serde_json::json!({
         "type": "joined",
         "participant": pid,
         "identity": claims.sub,
         "room": room,
         "grants": claims.grants,
+        "resume": key,
         "participants": joined.participants,
         "tracks": joined.tracks,
     });
-    if tx.send(json(&hello)).await.is_err() {
-        s.sfu.leave(pid);
-        return;
-    }
+    Ok((pid, key, 0, hello))
+}
+
+async fn resume(
+    s: &AppState,
+    key: String,
+    sig_tx: mpsc::UnboundedSender<Signal>,
+) -> Result<Joined, String> {
+    let r = s
+        .resumable
+        .lock()
+        .ok()
+        .and_then(|mut m| {
+            m.get_mut(&key).map(|r| {
+                r.generation += 1;
+                r.clone()
+            })
+        })
+        .ok_or("unknown or expired resume key")?;
+    let (participants, tracks) = s
+        .sfu
+        .attach(r.participant, sig_tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(participant = %r.participant, room = %r.room, "signaling resumed");
+    let hello = serde_json::json!({
+        "type": "resumed",
+        "participant": r.participant,
+        "identity": r.identity,
+        "room": r.room,
+        "resume": key,
+        "participants": participants,
+        "tracks": tracks,
+    });
+    Ok((r.participant, key, r.generation, hello))
+}
+
+type WsTx = futures_util::stream::SplitSink<WebSocket, Message>;
+type WsRx = futures_util::stream::SplitStream<WebSocket>;
+
+/// Relays messages both ways until the client leaves or the socket drops.
+async fn run(
+    s: &AppState,
+    pid: sfu::ParticipantId,
+    tx: &mut WsTx,
+    rx: &mut WsRx,
+    sig_rx: &mut mpsc::UnboundedReceiver<Signal>,
+) -> End {
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     loop {
@@ -109,7 +265,8 @@ async fn session(s: AppState, room: String, claims: Claims, socket: WebSocket) {
             msg = rx.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) => return End::Left,
+                    None => return End::Dropped,
                     Some(Ok(Message::Binary(_))) => {
                         errors += 1;
                         let _ = tx.send(json(&error_msg("binary messages are not part of the protocol"))).await;
@@ -118,7 +275,7 @@ async fn session(s: AppState, room: String, claims: Claims, socket: WebSocket) {
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         debug!(participant = %pid, "websocket error: {e}");
-                        break;
+                        return End::Dropped;
                     }
                 };
                 match handle(&s, pid, &text).await {
@@ -128,34 +285,35 @@ async fn session(s: AppState, room: String, claims: Claims, socket: WebSocket) {
                             warn!(participant = %pid, "signaling message refused: {}", reply["message"]);
                         }
                         if tx.send(json(&reply)).await.is_err() {
-                            break;
+                            return End::Dropped;
                         }
                     }
                     Ok(None) => {}
-                    Err(Leave) => break,
+                    Err(Leave) => return End::Left,
                 }
                 if errors > MAX_ERRORS {
                     let _ = tx.send(Message::Close(Some(CloseFrame { code: 4400, reason: "too many bad messages".into() }))).await;
-                    break;
+                    return End::Left;
                 }
             }
             sig = sig_rx.recv() => {
-                let Some(sig) = sig else { break };
+                // The sender is gone: the SFU removed this participant.
+                let Some(sig) = sig else { return End::Left };
                 let closed = matches!(sig, Signal::Closed { .. });
-                if tx.send(json(&sig)).await.is_err() || closed {
-                    break;
+                if tx.send(json(&sig)).await.is_err() {
+                    return End::Dropped;
+                }
+                if closed {
+                    return End::Left;
                 }
             }
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                    return End::Dropped;
                 }
             }
         }
     }
-    info!(participant = %pid, %room, "signaling closed");
-    s.sfu.leave(pid);
-    let _ = tx.close().await;
 }
 
 struct Leave;

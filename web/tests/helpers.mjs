@@ -99,3 +99,26 @@ export async function inboundAudio(pc, page) {
     return packets;
   }, pc);
 }
+
+// A TCP proxy in front of the HTTP server, so a test can cut one browser's signaling the way a
+// network drop does (no WebSocket close handshake) while its WebRTC media (UDP) keeps flowing.
+export async function tcpProxy(base) {
+  const net = await import('node:net');
+  const target = new URL(base);
+  const sockets = new Set();
+  let down = false;
+  const srv = net.createServer((c) => {
+    if (down) { c.destroy(); return; }
+    const u = net.connect(Number(target.port), target.hostname);
+    for (const s of [c, u]) { sockets.add(s); s.on('close', () => sockets.delete(s)); s.on('error', () => {}); }
+    c.pipe(u); u.pipe(c);
+    c.on('close', () => u.destroy()); u.on('close', () => c.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    base: `http://127.0.0.1:${srv.address().port}`,
+    cut() { down = true; for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy(); },
+    restore() { down = false; },
+    close() { this.cut(); srv.close(); },
+  };
+}
