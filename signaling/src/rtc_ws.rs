@@ -278,7 +278,7 @@ async fn run(
                         return End::Dropped;
                     }
                 };
-                match handle(&s, pid, &text).await {
+                match handle(s, pid, &text).await {
                     Ok(Some(reply)) => {
                         if reply["type"] == "error" {
                             errors += 1;
