@@ -103,6 +103,9 @@ async fn start(
     quality: Quality,
     grants: crate::token::Grants,
 ) -> Result<Response, ApiError> {
+    // The SFU drops this sender when the participant ends (DELETE, silence, failed transport),
+    // which is when the session resource goes away too.
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<sfu::Signal>();
     let joined = s
         .sfu
         .join(
@@ -118,7 +121,7 @@ async fn start(
                 offer: Some(sdp),
                 quality,
             },
-            None,
+            Some(ended_tx),
         )
         .await?;
     let answer = joined
@@ -136,6 +139,17 @@ async fn start(
         );
     }
     info!(%room, %identity, participant = %joined.participant, kind = base, "session started");
+    let (sessions, sid) = (s.sessions.clone(), id.clone());
+    tokio::spawn(async move {
+        while let Some(sig) = ended_rx.recv().await {
+            if matches!(sig, sfu::Signal::Closed { .. }) {
+                break;
+            }
+        }
+        if let Ok(mut m) = sessions.lock() {
+            m.remove(&sid);
+        }
+    });
     let location = format!("/{base}/{room}/{id}");
     let mut r = (StatusCode::CREATED, answer).into_response();
     let h = r.headers_mut();

@@ -78,4 +78,7 @@ test('a WHIP publisher that vanishes is removed within 30 s', async () => {
   await pub.context().close(); // no DELETE: the tab is just gone
   await waitFor(async () => (await info()).participants.length === 0, 30_000, 'publisher removed');
   assert.ok(Date.now() - t0 < 30_000);
+  // Its WHIP session resource went with it.
+  const metrics = await (await fetch(`${server.base}/metrics`)).text();
+  assert.match(metrics, /aula_whip_whep_sessions 0/);
 });
