@@ -9,6 +9,7 @@ pub struct SfuMetrics {
     pub datagrams_in: AtomicU64,
     pub datagrams_out: AtomicU64,
     pub datagrams_bad: AtomicU64,
+    pub datagrams_send_dropped: AtomicU64,
     pub datagrams_unrouted: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_forwarded: AtomicU64,
@@ -29,13 +30,18 @@ impl SfuMetrics {
     /// Prometheus text exposition of every counter, prefixed `aula_sfu_`.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &AtomicU64); 13] = [
             ("rooms", "gauge", &self.rooms),
             ("participants", "gauge", &self.participants),
             ("tracks", "gauge", &self.tracks),
             ("datagrams_in_total", "counter", &self.datagrams_in),
             ("datagrams_out_total", "counter", &self.datagrams_out),
             ("datagrams_bad_total", "counter", &self.datagrams_bad),
+            (
+                "datagrams_send_dropped_total",
+                "counter",
+                &self.datagrams_send_dropped,
+            ),
             (
                 "datagrams_unrouted_total",
                 "counter",
