@@ -100,8 +100,8 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 pub struct Sfu {
     config: SfuConfig,
     rooms: HashMap<String, Room>,
-    /// Which room each participant is in.
-    located: HashMap<ParticipantId, String>,
+    /// Which room each participant is in (shared name: timers clone it per firing).
+    located: HashMap<ParticipantId, Arc<str>>,
     /// Source address -> participant, learned from the first datagram a participant accepts.
     routes: HashMap<SocketAddr, ParticipantId>,
     out: Outbox,
@@ -156,7 +156,7 @@ impl Sfu {
         let participants = room.participants.values().map(|p| p.info()).collect();
         let tracks = room.tracks.values().map(|t| t.info()).collect();
         room.add(p, &mut self.out);
-        self.located.insert(pid, req.room.clone());
+        self.located.insert(pid, Arc::from(req.room.as_str()));
         let answer = match &req.offer {
             None => None,
             Some(sdp) => {
@@ -192,7 +192,7 @@ impl Sfu {
         let name = self.located.get(&pid).ok_or(SfuError::UnknownParticipant)?;
         let room = self
             .rooms
-            .get_mut(name)
+            .get_mut(&**name)
             .ok_or(SfuError::UnknownParticipant)?;
         Ok((room, &mut self.out))
     }
@@ -244,7 +244,7 @@ impl Sfu {
             .located
             .remove(&pid)
             .ok_or(SfuError::UnknownParticipant)?;
-        if let Some(room) = self.rooms.get_mut(&name) {
+        if let Some(room) = self.rooms.get_mut(&*name) {
             room.remove(pid, why, &mut self.out);
         }
         self.routes.retain(|_, p| *p != pid);
@@ -308,7 +308,7 @@ impl Sfu {
         let Some(name) = self.located.get(&pid) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(name) else {
+        let Some(room) = self.rooms.get_mut(&**name) else {
             return;
         };
         if let Some(p) = room.participants.get_mut(&pid) {
@@ -376,7 +376,7 @@ impl Sfu {
             let Some(name) = self.located.get(&pid).cloned() else {
                 continue;
             };
-            if let Some(room) = self.rooms.get_mut(&name) {
+            if let Some(room) = self.rooms.get_mut(&*name) {
                 if let Some(p) = room.participants.get_mut(&pid) {
                     if p.scheduled == Some(at) {
                         p.scheduled = None;
@@ -439,7 +439,7 @@ impl Sfu {
     pub fn room_of_participant(&self, pid: ParticipantId) -> Result<String, SfuError> {
         self.located
             .get(&pid)
-            .cloned()
+            .map(|n| n.to_string())
             .ok_or(SfuError::UnknownParticipant)
     }
 

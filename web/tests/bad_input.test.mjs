@@ -5,8 +5,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
-import http from 'node:http';
-import { startServer, launchBrowser, waitFor, sleep } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, sleep, upgradeStatus } from './helpers.mjs';
 
 let server, browser, pub, viewer;
 const room = 'hostile';
@@ -89,13 +88,7 @@ test('bad SDP, bad tokens and missing grants get clear 4xx answers', async () =>
 });
 
 test('the room signaling socket refuses bad tokens and survives malformed messages', async () => {
-  const status = await new Promise((resolve, reject) => {
-    const req = http.get(`${server.base}/rtc/${room}?token=nope`, {
-      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
-    }, (res) => { res.resume(); resolve(res.statusCode); });
-    req.on('upgrade', () => resolve(101));
-    req.on('error', reject);
-  });
+  const status = await upgradeStatus(`${server.base}/rtc/${room}?token=nope`);
   assert.equal(status, 401);
   // Node 20 has no WebSocket client: speak from the viewer's page.
   const url = `${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'prober', [])}`;

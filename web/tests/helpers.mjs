@@ -122,3 +122,16 @@ export async function tcpProxy(base) {
     close() { this.cut(); srv.close(); },
   };
 }
+
+// The HTTP status a WebSocket upgrade request gets (101 when it is accepted). Node 20 has no
+// WebSocket client; refusals must come before the upgrade, as plain HTTP answers.
+export async function upgradeStatus(url) {
+  const http = await import('node:http');
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, {
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+    }, (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(101); });
+    req.on('error', reject);
+  });
+}

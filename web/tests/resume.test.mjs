@@ -1,8 +1,7 @@
 // A room client whose signaling WebSocket drops resumes the same participant; media goes on.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { startServer, launchBrowser, waitFor, sleep, tileFrames, tcpProxy } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, tcpProxy, upgradeStatus } from './helpers.mjs';
 
 let server, browser;
 before(async () => { server = await startServer(); browser = await launchBrowser(); });
@@ -47,13 +46,7 @@ test('a dropped signaling socket resumes; a long drop removes the participant', 
 
   // A resume key only works for its own identity and room.
   const key = await ben.evaluate(() => window.aulaRoom.resumeKey || null);
-  const status = await new Promise((resolve, reject) => {
-    const req = http.get(`${server.base}/rtc/drop?token=${server.token('drop', 'mallory')}&resume=${key || 'x'}`, {
-      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
-    }, (res) => { res.resume(); resolve(res.statusCode); });
-    req.on('upgrade', () => resolve(101));
-    req.on('error', reject);
-  });
+  const status = await upgradeStatus(`${server.base}/rtc/drop?token=${server.token('drop', 'mallory')}&resume=${key || 'x'}`);
   assert.equal(status, 404);
 
   // Signaling gone past the grace period (media still flowing): ben is removed, ana is told.
