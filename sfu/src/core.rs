@@ -13,8 +13,9 @@ use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
 use crate::metrics::SfuMetrics;
+use crate::participant::Expect;
 use crate::participant::Participant;
-use crate::room::{Expect, Leave, Room};
+use crate::room::{Leave, Room};
 use crate::signal::{ParticipantInfo, PeerKind, Permissions, Signal, TrackInfo};
 use crate::transport::{self, Input, Protocol, Receive};
 
@@ -134,17 +135,16 @@ impl Sfu {
     }
 
     pub fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Joined, SfuError> {
-        let room = self
+        let present = self
             .rooms
-            .entry(req.room.clone())
-            .or_insert_with(|| Room::new(req.room.clone()));
-        if room.participants.len() >= self.config.max_participants_per_room {
-            return Err(SfuError::RoomFull(room.participants.len()));
+            .get(&req.room)
+            .map_or(0, |r| r.participants.len());
+        if present >= self.config.max_participants_per_room {
+            return Err(SfuError::RoomFull(present));
         }
-        self.next_participant += 1;
-        let pid = ParticipantId(self.next_participant);
         let rtc = transport::new_peer(now, self.config.public_addr, req.kind)?;
-        let p = Participant::new(
+        let pid = ParticipantId(self.next_participant + 1);
+        let mut p = Participant::new(
             pid,
             req.identity.clone(),
             req.kind,
@@ -153,10 +153,8 @@ impl Sfu {
             now,
             req.quality,
         );
-        let participants = room.participants.values().map(|p| p.info()).collect();
-        let tracks = room.tracks.values().map(|t| t.info()).collect();
-        room.add(p, &mut self.out);
-        self.located.insert(pid, Arc::from(req.room.as_str()));
+        // WHIP/WHEP offers are settled before the room hears of the participant: a refused
+        // offer leaves no trace (no joined/left pair for the others).
         let answer = match &req.offer {
             None => None,
             Some(sdp) => {
@@ -165,21 +163,21 @@ impl Sfu {
                     PeerKind::Whep => Expect::Subscribe,
                     PeerKind::Room => Expect::Any,
                 };
-                match room.accept_offer(pid, sdp, expect) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        // Nobody else should see a participant whose offer failed.
-                        self.out.signals.retain(|(to, _)| *to != pid);
-                        room.remove(pid, Leave::Asked, &mut self.out);
-                        self.located.remove(&pid);
-                        self.drop_room_if_empty(&req.room);
-                        return Err(e);
-                    }
-                }
+                Some(p.accept_offer(sdp, expect)?)
             }
         };
+        self.next_participant += 1;
+        let room = self
+            .rooms
+            .entry(req.room.clone())
+            .or_insert_with(|| Room::new(req.room.clone()));
+        let participants = room.participants.values().map(|p| p.info()).collect();
+        let tracks = room.tracks.values().map(|t| t.info()).collect();
+        let name: Arc<str> = Arc::from(req.room.as_str());
+        room.add(p, &mut self.out);
+        self.located.insert(pid, name.clone());
         self.update_gauges();
-        self.drain(now);
+        self.drain_room(now, &name, None);
         Ok(Joined {
             participant: pid,
             answer,
@@ -205,14 +203,14 @@ impl Sfu {
     ) -> Result<String, SfuError> {
         let (room, _) = self.room_of(pid)?;
         let r = room.accept_offer(pid, sdp, Expect::Any);
-        self.drain(now);
+        self.drain_room_of(now, pid);
         r
     }
 
     pub fn answer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) -> Result<(), SfuError> {
         let (room, out) = self.room_of(pid)?;
         let r = room.accept_answer(pid, sdp, out);
-        self.drain(now);
+        self.drain_room_of(now, pid);
         r
     }
 
@@ -230,7 +228,7 @@ impl Sfu {
     ) -> Result<(), SfuError> {
         let (room, out) = self.room_of(pid)?;
         let r = room.set_preference(now, pid, track, q, out);
-        self.drain(now);
+        self.drain_room_of(now, pid);
         r
     }
 
@@ -250,7 +248,8 @@ impl Sfu {
         self.routes.retain(|_, p| *p != pid);
         self.drop_room_if_empty(&name);
         self.update_gauges();
-        self.drain(now);
+        // The others in the room have output now (track removals, renegotiations).
+        self.drain_room(now, &name, None);
         Ok(())
     }
 
@@ -342,19 +341,12 @@ impl Sfu {
             return;
         };
         if let Some(pid) = also {
-            room.mark(pid);
+            room.touch(pid);
         }
         let dead = room.drain(now, &mut self.out);
         for pid in dead {
             warn!(participant = %pid, "transport closed");
             let _ = self.remove(now, pid, Leave::Ended("transport closed"));
-        }
-    }
-
-    fn drain(&mut self, now: Instant) {
-        let names: Vec<String> = self.rooms.keys().cloned().collect();
-        for n in names {
-            self.drain_room(now, &n, None);
         }
     }
 

@@ -1,10 +1,20 @@
 use std::time::Instant;
 
+use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
+use crate::sdp_inspect::inspect_offer;
 use crate::signal::{ParticipantInfo, PeerKind, Permissions};
-use crate::subscription::Subscription;
-use crate::transport::{ChannelId, MediaKind, Mid, Rtc, SdpPendingOffer};
+use crate::subscription::{SubState, Subscription};
+use crate::transport::{self, ChannelId, MediaKind, Mid, Rtc, SdpPendingOffer};
+
+/// What an offer must contain to be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Publish,
+    Subscribe,
+    Any,
+}
 
 /// One peer connection in a room and what it publishes and receives.
 pub struct Participant {
@@ -89,5 +99,44 @@ impl Participant {
 
     pub fn sub_mut(&mut self, track: TrackId) -> Option<&mut Subscription> {
         self.subs.iter_mut().find(|s| s.track == track)
+    }
+
+    /// Checks an offer against what is expected and the token's grants, then accepts it.
+    /// Touches nothing outside this participant, so a refused first offer leaves no trace.
+    pub fn accept_offer(&mut self, sdp: &str, expect: Expect) -> Result<String, SfuError> {
+        let summary = inspect_offer(sdp)?;
+        if summary.media > 0 && summary.usable == 0 {
+            return Err(SfuError::NoUsableCodec);
+        }
+        match expect {
+            Expect::Publish if summary.sends == 0 => return Err(SfuError::NoMedia("publish")),
+            Expect::Subscribe if summary.receives == 0 => return Err(SfuError::NoMedia("receive")),
+            Expect::Any if summary.media == 0 && !summary.data => {
+                return Err(SfuError::NoMedia("exchange"))
+            }
+            _ => {}
+        }
+        if summary.sends > 0 && !self.perms.publish {
+            return Err(SfuError::Forbidden("token has no publish grant"));
+        }
+        if summary.receives > 0 && summary.sends == 0 && !self.perms.subscribe {
+            return Err(SfuError::Forbidden("token has no subscribe grant"));
+        }
+        let offer = transport::parse_offer(sdp)?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.pending = None;
+        for s in &mut self.subs {
+            match s.state {
+                SubState::Negotiating(_) => s.state = SubState::ToOpen,
+                SubState::NegotiatingStop(m) => s.state = SubState::ToStop(m),
+                _ => {}
+            }
+        }
+        self.negotiated = true;
+        Ok(answer.to_sdp_string())
     }
 }

@@ -11,8 +11,7 @@ use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::{choose_layer, rid_rank, Quality};
 use crate::metrics::SfuMetrics;
-use crate::participant::Participant;
-use crate::sdp_inspect::inspect_offer;
+use crate::participant::{Expect, Participant};
 use crate::signal::{PeerKind, Signal};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{SubState, Subscription};
@@ -68,7 +67,8 @@ impl Room {
         }
     }
 
-    fn touch(&mut self, pid: ParticipantId) {
+    /// Queues a participant for draining (once, however often it is touched).
+    pub fn touch(&mut self, pid: ParticipantId) {
         Self::mark_dirty(&mut self.participants, &mut self.dirty, pid);
     }
 
@@ -628,7 +628,7 @@ impl Room {
         }
     }
 
-    /// A room client's (re)offer. Server-side pending changes are rolled back and redone.
+    /// A participant's (re)offer. Server-side pending changes are rolled back and redone.
     pub fn accept_offer(
         &mut self,
         pid: ParticipantId,
@@ -639,41 +639,9 @@ impl Room {
             .participants
             .get_mut(&pid)
             .ok_or(SfuError::UnknownParticipant)?;
-        let summary = inspect_offer(sdp)?;
-        if summary.media > 0 && summary.usable == 0 {
-            return Err(SfuError::NoUsableCodec);
-        }
-        match expect {
-            Expect::Publish if summary.sends == 0 => return Err(SfuError::NoMedia("publish")),
-            Expect::Subscribe if summary.receives == 0 => return Err(SfuError::NoMedia("receive")),
-            Expect::Any if summary.media == 0 && !summary.data => {
-                return Err(SfuError::NoMedia("exchange"))
-            }
-            _ => {}
-        }
-        if summary.sends > 0 && !p.perms.publish {
-            return Err(SfuError::Forbidden("token has no publish grant"));
-        }
-        if summary.receives > 0 && summary.sends == 0 && !p.perms.subscribe {
-            return Err(SfuError::Forbidden("token has no subscribe grant"));
-        }
-        let offer = transport::parse_offer(sdp)?;
-        let answer = p
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        p.pending = None;
-        for s in &mut p.subs {
-            match s.state {
-                SubState::Negotiating(_) => s.state = SubState::ToOpen,
-                SubState::NegotiatingStop(m) => s.state = SubState::ToStop(m),
-                _ => {}
-            }
-        }
-        p.negotiated = true;
+        let answer = p.accept_offer(sdp, expect)?;
         self.touch(pid);
-        Ok(answer.to_sdp_string())
+        Ok(answer)
     }
 
     pub fn accept_answer(
@@ -865,14 +833,6 @@ impl Room {
     }
 }
 
-/// What an offer must contain to be accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    Publish,
-    Subscribe,
-    Any,
-}
-
 fn track_active(track: &Track, layer: usize, now: Instant) -> bool {
     track.layers.get(layer).is_some_and(|l| l.active(now))
 }
@@ -898,15 +858,5 @@ fn request_keyframe(
         }
         SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
         Room::mark_dirty(participants, dirty, owner);
-    }
-}
-
-impl Room {
-    /// Queues a participant for draining (after the core fed it input).
-    pub fn mark(&mut self, pid: ParticipantId) {
-        if let Some(p) = self.participants.get_mut(&pid) {
-            p.dirty = false;
-        }
-        self.touch(pid);
     }
 }
