@@ -118,12 +118,7 @@ fn room_clients_subscribe_to_each_other_through_server_offers() {
             "{} subscribed to video+audio of the other",
             w.client(me).name
         );
-        let got = w
-            .client(me)
-            .frames
-            .iter()
-            .filter(|f| Some(f.mid) != w.client(me).video && Some(f.mid) != w.client(me).audio)
-            .count();
+        let got = w.client(me).remote_frames().count();
         assert!(
             got > 100,
             "{} received {got} frames from {}",
@@ -211,13 +206,7 @@ fn a_room_client_that_changes_network_restarts_ice_and_keeps_receiving() {
     let a = w.room_publisher("ana", false);
     w.room_publisher("ben", false);
     w.run(Duration::from_secs(3));
-    let remote = |w: &World| {
-        let c = w.client(a);
-        c.frames
-            .iter()
-            .filter(|f| Some(f.mid) != c.video && Some(f.mid) != c.audio)
-            .count()
-    };
+    let remote = |w: &World| w.client(a).remote_frames().count();
     let before = remote(&w);
     assert!(before > 50);
     w.move_and_restart_ice(a);
@@ -239,12 +228,7 @@ fn a_room_of_eight_publishers_each_receives_all_seven_others() {
     w.run(Duration::from_secs(5));
     for &i in &ids {
         let c = w.client(i);
-        let mut mids: Vec<_> = c
-            .frames
-            .iter()
-            .filter(|f| Some(f.mid) != c.video && Some(f.mid) != c.audio)
-            .map(|f| f.mid)
-            .collect();
+        let mut mids: Vec<_> = c.remote_frames().map(|f| f.mid).collect();
         mids.sort();
         mids.dedup();
         // 7 others x (video + audio).

@@ -318,6 +318,17 @@ impl World {
     }
 }
 
+/// The writer for `mid` and the payload type negotiated for `codec`.
+fn writer_for(
+    rtc: &mut Rtc,
+    mid: Mid,
+    codec: Codec,
+) -> Option<(str0m::media::Writer<'_>, str0m::media::Pt)> {
+    let w = rtc.writer(mid)?;
+    let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
+    Some((w, pt))
+}
+
 fn publish_offer(c: &mut Client, simulcast: bool) -> SdpOffer {
     let mut api = c.rtc.sdp_api();
     let sim = simulcast.then(|| {
@@ -372,14 +383,7 @@ impl Client {
                     continue;
                 }
             }
-            let Some(w) = self.rtc.writer(mid) else {
-                return;
-            };
-            let Some(pt) = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .map(|p| p.pt())
-            else {
+            let Some((w, pt)) = writer_for(&mut self.rtc, mid, Codec::Vp8) else {
                 return;
             };
             let w = match l {
@@ -399,14 +403,7 @@ impl Client {
         let Some(mid) = self.audio else { return };
         self.audio_no += 1;
         let ts = self.audio_no * 960; // 20 ms at 48 kHz
-        let Some(w) = self.rtc.writer(mid) else {
-            return;
-        };
-        let Some(pt) = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt())
-        else {
+        let Some((w, pt)) = writer_for(&mut self.rtc, mid, Codec::Opus) else {
             return;
         };
         let _ = w.audio_level(-20, true).write(
@@ -468,6 +465,13 @@ impl Client {
             .iter()
             .filter(|f| Some(f.mid) == self.video)
             .collect()
+    }
+
+    /// Frames received on subscriptions (not on this client's own publishing m-lines).
+    pub fn remote_frames(&self) -> impl Iterator<Item = &Frame> {
+        self.frames
+            .iter()
+            .filter(|f| Some(f.mid) != self.video && Some(f.mid) != self.audio)
     }
 
     pub fn audio_frames(&self) -> usize {
