@@ -751,12 +751,14 @@ impl Room {
             ..
         } = self;
         for p in participants.values_mut() {
-            let videos = p
-                .subs
-                .iter()
-                .filter(|s| s.kind == MediaKind::Video && s.sending_mid().is_some())
-                .count() as u64;
-            let audios = p.subs.len() as u64 - videos;
+            let open = |kind: MediaKind| {
+                p.subs
+                    .iter()
+                    .filter(|s| s.kind == kind && s.sending_mid().is_some())
+                    .count() as u64
+            };
+            // Only negotiated subscriptions share the estimate.
+            let (videos, audios) = (open(MediaKind::Video), open(MediaKind::Audio));
             let budget = p
                 .bwe_bps
                 .map(|b| b.saturating_sub(audios * AUDIO_BPS) / videos.max(1));
