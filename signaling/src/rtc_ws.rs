@@ -109,23 +109,19 @@ pub async fn upgrade(
 async fn session(s: AppState, room: String, claims: Claims, entry: Entry, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
-    let (pid, key, generation, hello) = match entry {
-        Entry::Join => match join(&s, &room, &claims, sig_tx).await {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tx.send(json(&error_msg(&e.to_string()))).await;
-                let _ = tx.close().await;
-                return;
-            }
-        },
-        Entry::Resume(key) => match resume(&s, key, sig_tx).await {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tx.send(json(&error_msg(&e))).await;
-                let _ = tx.close().await;
-                return;
-            }
-        },
+    let entered = match entry {
+        Entry::Join => join(&s, &room, &claims, sig_tx)
+            .await
+            .map_err(|e| e.to_string()),
+        Entry::Resume(key) => resume(&s, key, sig_tx).await,
+    };
+    let (pid, key, generation, hello) = match entered {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tx.send(json(&error_msg(&e))).await;
+            let _ = tx.close().await;
+            return;
+        }
     };
     let end = if tx.send(json(&hello)).await.is_err() {
         End::Dropped
