@@ -33,15 +33,16 @@ test('a dropped signaling socket resumes; a long drop removes the participant', 
   proxy.restore();
   await waitFor(() => ben.evaluate(() => window.aulaRoom.resumed > 0), 15_000, 'resumed');
   assert.deepEqual(await ana.evaluate(() => window.aulaRoom.left), [], 'ana never saw ben leave');
-  // Both still decode each other after the resume and its ICE restart.
+  // Both still decode each other after the resume and its ICE restart (polled, not timed: the
+  // machine is shared and the restart needs a keyframe).
   const a1 = await tileFrames(ana);
   const b1 = await tileFrames(ben);
-  await sleep(3000);
-  const a2 = await tileFrames(ana);
-  const b2 = await tileFrames(ben);
-  for (const [before, after, who] of [[a1, a2, 'ana'], [b1, b2, 'ben']]) {
-    const k = Object.keys(after)[0];
-    assert.ok(after[k].frames > before[k].frames + 30, `${who} keeps decoding (${before[k].frames} -> ${after[k].frames})`);
+  for (const [page, before, who] of [[ana, a1, 'ana'], [ben, b1, 'ben']]) {
+    const k = Object.keys(before)[0];
+    await waitFor(async () => {
+      const now = await tileFrames(page);
+      return now[k] && now[k].frames > before[k].frames + 30;
+    }, 20_000, `${who} keeps decoding after the resume`);
   }
 
   // A resume key only works for its own identity and room.
