@@ -1,0 +1,1 @@
+//! Offline probe encodes for `aula ladder tune` and the ladder benchmark. (filled below)
