@@ -1,6 +1,7 @@
 //! `aula`: the one binary. `serve` runs everything in one process; `token` mints access tokens.
 
 mod config;
+mod ladder_cmd;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +32,9 @@ struct Cli {
 enum Cmd {
     /// Run the SFU, signaling and pages in one process.
     Serve,
+    /// Ladder profiles: show, validate, tune.
+    #[command(subcommand)]
+    Ladder(ladder_cmd::LadderCmd),
     /// Mint an access token.
     Token {
         #[arg(long)]
@@ -67,9 +71,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let cfg = Config::load(cli.config.as_deref())?;
+    // Ladder commands work on files and need no server configuration.
+    let config = cli.config;
+    let cfg = move || Config::load(config.as_deref());
     match cli.cmd {
-        Cmd::Serve => serve(cfg),
+        Cmd::Ladder(cmd) => ladder_cmd::run(cmd),
+        Cmd::Serve => serve(cfg()?),
         Cmd::Token {
             room,
             identity,
@@ -79,8 +86,8 @@ fn main() -> Result<()> {
             admin,
             ttl,
         } => {
-            let (secret, _) = cfg.api_secret()?;
-            let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
+            let (secret, _) = cfg()?.api_secret()?;
+            let keys = TokenKeys::new(&cfg()?.auth.api_key, &secret);
             let grants = Grants {
                 publish,
                 subscribe,

@@ -1,21 +1,9 @@
 //! The `aula` binary's configuration and `token` subcommand, run as a user would.
 
-use std::process::Command;
+mod common;
 
+use common::{aula, tempdir};
 use signaling::TokenKeys;
-
-fn aula() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aula"));
-    c.env_remove("AULA_CONFIG");
-    c
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("aula-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tempdir");
-    d
-}
 
 #[test]
 fn token_uses_the_secret_from_the_environment_and_carries_grants() {

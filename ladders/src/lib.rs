@@ -13,4 +13,4 @@ pub use h264_level::{H264Level, H264Profile};
 pub use profile::{AudioSpec, Ladder, Network, ParseError, Rung};
 pub use shipped::{shipped, shipped_names, shipped_throughput, SHIPPED};
 pub use throughput::{Throughput, ThroughputError};
-pub use validate::{ValidationError, Violation};
+pub use validate::{ValidationError, Violation, BPP_RANGE, THREE_G_MAX_LOWEST_KBPS};
