@@ -25,7 +25,7 @@ pub enum LadderCmd {
         files: Vec<PathBuf>,
     },
     /// Pick rungs for a throughput distribution from measured rate-quality of a source clip.
-    Tune(TuneArgs),
+    Tune(Box<TuneArgs>),
 }
 
 #[derive(Args)]
@@ -105,7 +105,7 @@ pub fn run(cmd: LadderCmd) -> Result<()> {
             }
             Ok(())
         }
-        LadderCmd::Tune(a) => tune_cmd(a),
+        LadderCmd::Tune(a) => tune_cmd(*a),
     }
 }
 
