@@ -86,7 +86,7 @@ fn describe(spec: &TranscodeSpec) -> String {
         d += &format!(
             "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 leaky-type=downstream \
              caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name={},payload={}\" \
-             ! rtpjitterbuffer latency={jb} do-lost=true ! {decode} ! videoconvert ! videorate \
+             ! rtpjitterbuffer mode=none latency={jb} do-lost=true ! {decode} ! videoconvert ! videorate \
              ! capsfilter name=vraw caps=video/x-raw,format=I420,framerate={fps}/1 ! tee name=vtee ",
             v.codec.encoding_name(),
             v.payload_type,
@@ -95,7 +95,7 @@ fn describe(spec: &TranscodeSpec) -> String {
         for (i, r) in spec.ladder.rungs.iter().enumerate() {
             d += &format!(
                 " vtee. ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 \
-                 ! videoscale add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
+                 ! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
                  ! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
                  ! cmafmux name=vmux{i} {mux} ! appsink name=vsink{i} sync=false buffer-list=true ",
                 r.width,
@@ -110,7 +110,7 @@ fn describe(spec: &TranscodeSpec) -> String {
         d += &format!(
             " appsrc name=asrc is-live=true do-timestamp=true format=time max-bytes=2000000 leaky-type=downstream \
              caps=\"application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload={}\" \
-             ! rtpjitterbuffer latency={jb} do-lost=true ! rtpopusdepay ! opusdec plc=true ! audioconvert \
+             ! rtpjitterbuffer mode=none latency={jb} do-lost=true ! rtpopusdepay ! opusdec plc=true ! audioconvert \
              ! audioresample ! audiorate skip-to-first=true ! audio/x-raw,rate={},channels={} \
              ! avenc_aac name=aenc bitrate={} ! cmafmux name=amux {mux} ! appsink name=asink sync=false buffer-list=true",
             a.payload_type,

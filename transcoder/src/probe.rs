@@ -71,7 +71,7 @@ pub fn encode(
 ) -> Result<Encoded, TranscodeError> {
     crate::init()?;
     let desc = format!(
-        "filesrc name=src ! decodebin ! videoconvert ! videoscale add-borders=false ! videorate \
+        "filesrc name=src ! decodebin ! videoconvert ! videoscale method=bilinear2 add-borders=false ! videorate \
          ! video/x-raw,format=I420,width={},height={},framerate={}/1,pixel-aspect-ratio=1/1 \
          ! x264enc name=enc ! capsfilter caps=\"{}\" ! h264parse name=parse ! mp4mux ! filesink name=sink",
         rung.width,
