@@ -128,3 +128,34 @@ fn throughput_csv_errors_name_the_line() {
     let t = Throughput::from_csv("# c\npercentile,kbps\n0,100\n100,300\n", "t.csv").expect("table");
     assert!((t.percentile(50.0) - 200.0).abs() < 2.0);
 }
+
+/// Mutated CSV and TOML never panic: they parse or fail with a message.
+#[test]
+fn mutated_inputs_never_panic() {
+    let csv = ladders::SHIPPED[3].2.as_bytes().to_vec();
+    let toml = ladders::SHIPPED[0].1.as_bytes().to_vec();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..3000 {
+        let base = if round % 2 == 0 { &csv } else { &toml };
+        let mut b = base.clone();
+        for _ in 0..(next() % 8 + 1) {
+            let i = (next() as usize) % b.len();
+            match next() % 3 {
+                0 => b[i] = next() as u8,
+                1 => {
+                    b.remove(i);
+                }
+                _ => b.insert(i, b"0123456789.,-\n=[]\"e"[(next() % 19) as usize]),
+            }
+        }
+        let text = String::from_utf8_lossy(&b);
+        let _ = Throughput::from_csv(&text, "fuzz");
+        let _ = ladders::Ladder::from_toml(&text, "fuzz");
+    }
+}
