@@ -31,6 +31,12 @@ else
   echo "install-deps: system packages present"
 fi
 
+# A real S3 API on loopback for the storage tests (moto's server, from PyPI).
+if ! python3 -c "import moto.server" 2>/dev/null; then
+  echo "install-deps: pip install moto[server]"
+  python3 -m pip install -q 'moto[server]'
+fi
+
 # npm packages for the browser tests (playwright-core drives Debian's chromium).
 if [ ! -d web/node_modules/playwright-core ]; then
   echo "install-deps: npm ci (web/)"

@@ -13,7 +13,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --quiet
-echo "== cargo build (aula binary for the browser tests)"
-cargo build -p aula --quiet
+# `cargo test --workspace` has built target/debug/aula (aula's own tests run it); a separate
+# `cargo build -p aula` would resolve features differently and rebuild much of the tree.
+test -x target/debug/aula || { echo "target/debug/aula missing after cargo test"; exit 1; }
 echo "== browser tests (node --test, playwright-core + /usr/bin/chromium)"
 (cd web && node --test --test-concurrency=1 tests/)
+echo "== edge worker tests (node --test)"
+node --test deploy/cloudflare-worker/test/

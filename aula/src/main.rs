@@ -35,6 +35,9 @@ enum Cmd {
     /// Ladder profiles: show, validate, tune.
     #[command(subcommand)]
     Ladder(ladder_cmd::LadderCmd),
+    /// HLS helpers.
+    #[command(subcommand)]
+    Hls(HlsCmd),
     /// Mint an access token.
     Token {
         #[arg(long)]
@@ -53,6 +56,23 @@ enum Cmd {
         /// Lifetime, e.g. 3600s, 90m, 6h.
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum HlsCmd {
+    /// Mint a signed-URL token for a path prefix: use it as /s/{token}/{prefix}...
+    Sign {
+        /// Path prefix the token grants, e.g. /math/b-20261123-3f9c/
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value = "6h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Signing key id (rotate by adding a new id).
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, env = "AULA_HLS_SIGNING_SECRET", hide_env_values = true)]
+        secret: String,
     },
 }
 
@@ -76,6 +96,17 @@ fn main() -> Result<()> {
     let cfg = move || Config::load(config.as_deref());
     match cli.cmd {
         Cmd::Ladder(cmd) => ladder_cmd::run(cmd),
+        Cmd::Hls(HlsCmd::Sign {
+            prefix,
+            ttl,
+            key_id,
+            secret,
+        }) => {
+            let keys = hls::SigningKeys::new(&key_id, [(key_id.clone(), secret.into_bytes())])
+                .context("a key id must be non-empty and without '.'")?;
+            println!("{}", keys.sign(&prefix, ttl));
+            Ok(())
+        }
         Cmd::Serve => serve(cfg()?),
         Cmd::Token {
             room,

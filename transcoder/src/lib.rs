@@ -12,6 +12,7 @@ pub mod probe;
 mod rtp_input;
 mod schedule;
 mod spec;
+pub mod testsrc;
 pub mod x264;
 
 pub use error::TranscodeError;

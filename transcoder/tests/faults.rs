@@ -10,7 +10,7 @@ use transcoder::{AudioInput, RenditionId, TranscodeSpec, Transcoder, VideoCodec,
 
 #[test]
 fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change() {
-    let src = RtpSource::start(Codec::Vp8, 640, 360);
+    let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
     let spec = TranscodeSpec::new(
         test_ladder(),
         Some(VideoInput {

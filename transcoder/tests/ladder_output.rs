@@ -23,7 +23,7 @@ fn spec(codec: VideoCodec) -> TranscodeSpec {
 }
 
 fn check_clean_run(codec: Codec, vcodec: VideoCodec) {
-    let src = RtpSource::start(codec, 640, 360);
+    let src = RtpSource::start(codec, 640, 360).expect("source");
     let (tc, rx) = Transcoder::start(spec(vcodec)).expect("start");
     let (out, stats) = run(tc, rx, &src, 20, Faults::default());
     assert!(out.errors.is_empty(), "{:?}", out.errors);

@@ -1,0 +1,351 @@
+//! Turns a job's init segments and parts into stored objects and playlists. Pure: it returns
+//! the objects to write, in the order they must be written (media before any playlist naming
+//! it); the uploader keeps that order.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::object::Object;
+use crate::playlist::{render_master, MediaState, PartEntry, SegmentEntry, VariantEntry, View};
+
+/// A track the packager writes: a video rendition or the audio.
+#[derive(Clone, Debug)]
+pub struct TrackInfo {
+    /// Short name used in object keys and playlists, e.g. "v0", "audio".
+    pub name: String,
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+    pub is_audio: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PackagerConfig {
+    /// Key prefix of this broadcast, e.g. `math/b-20261123t021500-3f9c`; unique per broadcast.
+    pub prefix: String,
+    /// Epoch of this packager run; part of every media name, so a restarted job never reuses one.
+    pub epoch: String,
+    pub segment_target: f64,
+    pub part_target: f64,
+    /// Complete segments in the live playlist.
+    pub window: usize,
+    /// Delete segments that left the live window (when the recording is not kept).
+    pub delete_old: bool,
+}
+
+#[derive(Debug)]
+struct Track {
+    info: TrackInfo,
+    state: MediaState,
+    /// Parts' bytes of the open segment, concatenated into the full segment when it closes.
+    open_bytes: Vec<u8>,
+    next_msn: u64,
+    /// Segment sizes and durations for BANDWIDTH / AVERAGE-BANDWIDTH.
+    peak_bps: f64,
+    total_bytes: u64,
+    total_secs: f64,
+    init_written: bool,
+    /// The next segment follows a restart.
+    pending_discontinuity: bool,
+}
+
+/// The packager's position for a track: the next part to appear (for blocking reloads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub msn: u64,
+    pub part: u64,
+}
+
+pub struct Packager {
+    cfg: PackagerConfig,
+    tracks: BTreeMap<String, Track>,
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Packager {
+    pub fn new(cfg: PackagerConfig, tracks: Vec<TrackInfo>) -> Packager {
+        let tracks = tracks
+            .into_iter()
+            .map(|info| {
+                let state = MediaState {
+                    init_uri: format!("{}/{}-init.mp4", info.name, cfg.epoch),
+                    target_duration: cfg.segment_target,
+                    part_target: cfg.part_target,
+                    ..Default::default()
+                };
+                (
+                    info.name.clone(),
+                    Track {
+                        info,
+                        state,
+                        open_bytes: Vec::new(),
+                        next_msn: 0,
+                        peak_bps: 0.0,
+                        total_bytes: 0,
+                        total_secs: 0.0,
+                        init_written: false,
+                        pending_discontinuity: false,
+                    },
+                )
+            })
+            .collect();
+        Packager { cfg, tracks }
+    }
+
+    /// Continues a broadcast after a restart: segments already listed in the stored event
+    /// playlists stay, numbering continues, and the next segment carries a discontinuity.
+    pub fn resume(
+        &mut self,
+        track: &str,
+        segments: Vec<SegmentEntry>,
+        discontinuity_sequence: u64,
+    ) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.next_msn = segments.last().map_or(0, |s| s.msn + 1);
+            t.state.segments = segments;
+            t.state.discontinuity_sequence = discontinuity_sequence;
+            t.pending_discontinuity = !t.state.segments.is_empty();
+        }
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("{}/{}", self.cfg.prefix, rel)
+    }
+
+    pub fn position(&self, track: &str) -> Option<Position> {
+        let t = self.tracks.get(track)?;
+        Some(Position {
+            msn: t.next_msn,
+            part: t.state.open.as_ref().map_or(0, |o| o.parts.len() as u64),
+        })
+    }
+
+    /// The live media playlist as served (and stored).
+    pub fn live_playlist(&self, track: &str) -> Option<String> {
+        let t = self.tracks.get(track)?;
+        Some(t.state.render(self.live_view()))
+    }
+
+    fn live_view(&self) -> View {
+        // Parts for segments within the last 3 target durations (LL-HLS).
+        View::Live {
+            segments: self.cfg.window,
+            part_segments: 2,
+        }
+    }
+
+    pub fn on_init(&mut self, track: &str, data: Vec<u8>) -> Vec<Object> {
+        let key = {
+            let Some(t) = self.tracks.get_mut(track) else {
+                return Vec::new();
+            };
+            if t.init_written {
+                return Vec::new();
+            }
+            t.init_written = true;
+            t.state.init_uri.clone()
+        };
+        vec![Object {
+            key: self.key(&key),
+            body: data,
+        }]
+    }
+
+    /// A part arrived. `independent` parts start a new segment (closing the previous one).
+    pub fn on_part(
+        &mut self,
+        track: &str,
+        independent: bool,
+        duration: std::time::Duration,
+        wallclock: SystemTime,
+        data: Vec<u8>,
+    ) -> Vec<Object> {
+        let mut out = Vec::new();
+        let prefix = self.cfg.prefix.clone();
+        let epoch = self.cfg.epoch.clone();
+        let view = self.live_view();
+        let Some(t) = self.tracks.get_mut(track) else {
+            return out;
+        };
+        let name = t.info.name.clone();
+        let mut closed = false;
+        if independent && t.state.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
+            out.extend(close_segment(t, &prefix, &epoch));
+            closed = true;
+        }
+        if t.state.open.is_none() && !independent {
+            // Parts before the first keyframe cannot start a segment: drop them.
+            return out;
+        }
+        let discontinuity = std::mem::take(&mut t.pending_discontinuity) && t.state.open.is_none();
+        let open = t.state.open.get_or_insert_with(|| SegmentEntry {
+            msn: t.next_msn,
+            uri: String::new(),
+            duration: 0.0,
+            parts: Vec::new(),
+            program_date_time_ms: wallclock
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            discontinuity,
+        });
+        let uri = format!("{name}/{epoch}-{}.{}.m4s", open.msn, open.parts.len());
+        open.parts.push(PartEntry {
+            uri: uri.clone(),
+            duration: secs(duration),
+            independent,
+        });
+        open.duration += secs(duration);
+        let next = format!("{name}/{epoch}-{}.{}.m4s", open.msn, open.parts.len());
+        t.state.preload_hint = Some(next);
+        t.open_bytes.extend_from_slice(&data);
+        out.push(Object {
+            key: format!("{prefix}/{uri}"),
+            body: data,
+        });
+        // Playlists last: everything they name is written before them.
+        out.push(Object {
+            key: format!("{prefix}/{name}.m3u8"),
+            body: t.state.render(view).into_bytes(),
+        });
+        if closed {
+            out.push(Object {
+                key: format!("{prefix}/{name}-vod.m3u8"),
+                body: t.state.render(View::Full).into_bytes(),
+            });
+        }
+        out
+    }
+
+    /// The master playlists (live and event/VOD), with bandwidth measured so far.
+    pub fn masters(&self) -> Vec<Object> {
+        let audio = self.tracks.values().find(|t| t.info.is_audio);
+        let audio_bw = audio.map_or((0.0, 0.0), |a| (a.peak_bps, avg(a)));
+        let mut live = Vec::new();
+        let mut vod = Vec::new();
+        for t in self.tracks.values() {
+            let (peak, average) = if t.info.is_audio {
+                (t.peak_bps, avg(t))
+            } else {
+                (t.peak_bps + audio_bw.0, avg(t) + audio_bw.1)
+            };
+            let codecs = match (t.info.is_audio, audio) {
+                (false, Some(a)) => format!("{},{}", t.info.codecs, a.info.codecs),
+                _ => t.info.codecs.clone(),
+            };
+            let v = VariantEntry {
+                uri: format!("{}.m3u8", t.info.name),
+                bandwidth: peak.ceil() as u64,
+                average_bandwidth: average.ceil() as u64,
+                codecs,
+                resolution: t.info.resolution,
+                frame_rate: t.info.frame_rate,
+            };
+            vod.push(VariantEntry {
+                uri: format!("{}-vod.m3u8", t.info.name),
+                ..v.clone()
+            });
+            live.push(v);
+        }
+        let audio_uri = audio.map(|a| format!("{}.m3u8", a.info.name));
+        let audio_vod = audio.map(|a| format!("{}-vod.m3u8", a.info.name));
+        vec![
+            Object {
+                key: self.key("master.m3u8"),
+                body: render_master(audio_uri.as_deref(), &live).into_bytes(),
+            },
+            Object {
+                key: self.key("vod.m3u8"),
+                body: render_master(audio_vod.as_deref(), &vod).into_bytes(),
+            },
+        ]
+    }
+
+    /// The broadcast ended: close open segments and write the final event playlists (VOD).
+    pub fn finish(&mut self) -> Vec<Object> {
+        let mut out = Vec::new();
+        let prefix = self.cfg.prefix.clone();
+        let epoch = self.cfg.epoch.clone();
+        for t in self.tracks.values_mut() {
+            if t.state.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
+                out.extend(close_segment(t, &prefix, &epoch));
+            }
+            t.state.open = None;
+            t.state.preload_hint = None;
+            t.state.ended = true;
+            let name = &t.info.name;
+            out.push(Object {
+                key: format!("{prefix}/{name}-vod.m3u8"),
+                body: t.state.render(View::Full).into_bytes(),
+            });
+            out.push(Object {
+                key: format!("{prefix}/{name}.m3u8"),
+                body: t.state.render(View::Full).into_bytes(),
+            });
+        }
+        out.extend(self.masters());
+        out
+    }
+
+    /// Keys of segments (and their parts) that left the live window, for deletion when the
+    /// recording is not kept. Only call after the playlists without them are stored.
+    pub fn expired(&self) -> Vec<String> {
+        if !self.cfg.delete_old {
+            return Vec::new();
+        }
+        let mut keys = Vec::new();
+        for t in self.tracks.values() {
+            let n = t.state.segments.len();
+            // Keep a margin past the window: players may still be fetching them.
+            if n > self.cfg.window * 2 {
+                let s = &t.state.segments[n - self.cfg.window * 2 - 1];
+                keys.push(format!("{}/{}", self.cfg.prefix, s.uri));
+                keys.extend(
+                    s.parts
+                        .iter()
+                        .map(|p| format!("{}/{}", self.cfg.prefix, p.uri)),
+                );
+            }
+        }
+        keys
+    }
+
+    pub fn tracks(&self) -> impl Iterator<Item = &TrackInfo> {
+        self.tracks.values().map(|t| &t.info)
+    }
+
+    pub fn state(&self, track: &str) -> Option<&MediaState> {
+        self.tracks.get(track).map(|t| &t.state)
+    }
+}
+
+fn avg(t: &Track) -> f64 {
+    if t.total_secs > 0.0 {
+        t.total_bytes as f64 * 8.0 / t.total_secs
+    } else {
+        0.0
+    }
+}
+
+/// Closes the open segment: stores the whole segment (concatenated parts) for non-LL players.
+fn close_segment(t: &mut Track, prefix: &str, epoch: &str) -> Vec<Object> {
+    let Some(mut seg) = t.state.open.take() else {
+        return Vec::new();
+    };
+    seg.uri = format!("{}/{epoch}-{}.m4s", t.info.name, seg.msn);
+    let body = std::mem::take(&mut t.open_bytes);
+    if seg.duration > 0.0 {
+        t.peak_bps = t.peak_bps.max(body.len() as f64 * 8.0 / seg.duration);
+        t.total_bytes += body.len() as u64;
+        t.total_secs += seg.duration;
+    }
+    let obj = Object {
+        key: format!("{prefix}/{}", seg.uri),
+        body,
+    };
+    t.next_msn = seg.msn + 1;
+    t.state.segments.push(seg);
+    vec![obj]
+}

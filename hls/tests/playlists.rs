@@ -1,0 +1,291 @@
+//! Playlist invariants on a synthetic job: every URI a playlist names was written before it,
+//! target duration covers every segment, sequence numbers and part indexes advance without
+//! gaps, parts stay within the part target and sum to their segment; VOD at the end; a restart
+//! continues with a discontinuity and never reuses a name.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use hls::{Object, Packager, PackagerConfig, TrackInfo};
+use m3u8_rs::{parse_master_playlist_res, parse_media_playlist_res, MediaPlaylist};
+
+fn tracks() -> Vec<TrackInfo> {
+    vec![
+        TrackInfo {
+            name: "v0".into(),
+            codecs: "avc1.4d401e".into(),
+            resolution: Some((640, 360)),
+            frame_rate: Some(30.0),
+            is_audio: false,
+        },
+        TrackInfo {
+            name: "audio".into(),
+            codecs: "mp4a.40.2".into(),
+            resolution: None,
+            frame_rate: None,
+            is_audio: true,
+        },
+    ]
+}
+
+fn cfg(epoch: &str) -> PackagerConfig {
+    PackagerConfig {
+        prefix: "math/b1".into(),
+        epoch: epoch.into(),
+        segment_target: 2.0,
+        part_target: 0.5,
+        window: 6,
+        delete_old: false,
+    }
+}
+
+/// Applies objects in order to a "bucket" and checks each playlist only names stored objects.
+struct Bucket {
+    keys: HashSet<String>,
+    playlists: std::collections::HashMap<String, String>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Bucket {
+            keys: HashSet::new(),
+            playlists: Default::default(),
+        }
+    }
+
+    fn apply(&mut self, objs: Vec<Object>) {
+        for o in objs {
+            if o.key.ends_with(".m3u8") {
+                let text = String::from_utf8(o.body.clone()).expect("utf8");
+                let dir = o
+                    .key
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_default();
+                for uri in uris(&text) {
+                    let full = format!("{dir}/{uri}");
+                    if text.contains("PRELOAD-HINT")
+                        && text.lines().last().is_some_and(|l| l.contains(&uri))
+                    {
+                        continue; // a preload hint names the part to come
+                    }
+                    let is_playlist = uri.ends_with(".m3u8");
+                    assert!(
+                        is_playlist || self.keys.contains(&full),
+                        "{} names {full} before it is stored",
+                        o.key
+                    );
+                }
+                self.playlists.insert(o.key.clone(), text);
+            }
+            assert!(
+                self.keys.insert(o.key.clone()) || o.key.ends_with(".m3u8"),
+                "name reused: {}",
+                o.key
+            );
+        }
+    }
+}
+
+/// Every URI in a playlist: lines that are not tags, and URI="..." attributes.
+fn uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if !l.starts_with('#') && !l.is_empty() {
+            out.push(l.to_string());
+        } else if let Some(i) = l.find("URI=\"") {
+            let rest = &l[i + 5..];
+            if let Some(end) = rest.find('"') {
+                out.push(rest[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+fn media(text: &str) -> MediaPlaylist {
+    parse_media_playlist_res(text.as_bytes())
+        .unwrap_or_else(|e| panic!("unparsable playlist: {e:?}\n{text}"))
+}
+
+/// Parts (DURATION, URI, INDEPENDENT) before each segment's #EXTINF, and the trailing ones.
+/// (DURATION, URI) of each part.
+type Parts = Vec<(f64, String)>;
+
+fn parts_of(text: &str) -> (Vec<Parts>, Parts) {
+    let mut segs = Vec::new();
+    let mut cur = Vec::new();
+    for l in text.lines() {
+        if let Some(a) = l.strip_prefix("#EXT-X-PART:") {
+            let dur: f64 = a
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("DURATION="))
+                .and_then(|v| v.parse().ok())
+                .expect("duration");
+            let uri = a
+                .split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("uri")
+                .to_string();
+            cur.push((dur, uri));
+        } else if l.starts_with("#EXTINF") {
+            segs.push(std::mem::take(&mut cur));
+        }
+    }
+    (segs, cur)
+}
+
+fn drive(p: &mut Packager, bucket: &mut Bucket, segments: u64, start_ms: u64) {
+    bucket.apply(p.on_init("v0", vec![0; 100]));
+    bucket.apply(p.on_init("audio", vec![1; 50]));
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + start_ms);
+    for s in 0..segments {
+        for k in 0..4u64 {
+            let wall = t0 + Duration::from_millis(s * 2000 + k * 500);
+            // Video parts are 500 ms; audio parts are 490.67 ms + a short one (AAC frames).
+            bucket.apply(p.on_part(
+                "v0",
+                k == 0,
+                Duration::from_millis(500),
+                wall,
+                vec![2; 1000 + (s * 7 + k) as usize],
+            ));
+            let ad = if k == 3 {
+                Duration::from_micros(528_000)
+            } else {
+                Duration::from_micros(490_667)
+            };
+            bucket.apply(p.on_part("audio", k == 0, ad, wall, vec![3; 300]));
+            if k == 0 {
+                bucket.apply(p.masters());
+            }
+        }
+        check_live(&bucket.playlists["math/b1/v0.m3u8"]);
+    }
+}
+
+fn check_live(text: &str) {
+    let pl = media(text);
+    assert!(
+        text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500"),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500"), "{text}");
+    assert!(
+        text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI="),
+        "{text}"
+    );
+    assert!(pl.segments.len() <= 6);
+    for (i, s) in pl.segments.iter().enumerate() {
+        assert!(
+            (s.duration.round() as u64) <= pl.target_duration,
+            "EXTINF {} > target {}",
+            s.duration,
+            pl.target_duration
+        );
+        assert!(s.program_date_time.is_some());
+        // Sequence: names carry the media sequence number, without gaps.
+        let msn = pl.media_sequence + i as u64;
+        assert!(
+            s.uri.ends_with(&format!("-{msn}.m4s")),
+            "{} at msn {msn}",
+            s.uri
+        );
+    }
+    let (segs, trailing) = parts_of(text);
+    for (i, parts) in segs.iter().enumerate() {
+        if parts.is_empty() {
+            continue;
+        }
+        let sum: f64 = parts.iter().map(|p| p.0).sum();
+        assert!(
+            (sum - pl.segments[i].duration as f64).abs() < 0.002,
+            "parts sum {sum} vs {}",
+            pl.segments[i].duration
+        );
+        for (k, (d, uri)) in parts.iter().enumerate() {
+            assert!(*d <= 0.5 + 1e-9 || uri.contains("audio"), "part of {d} s");
+            assert!(uri.ends_with(&format!(".{k}.m4s")), "part index gap: {uri}");
+        }
+    }
+    for (k, (_, uri)) in trailing.iter().enumerate() {
+        assert!(uri.ends_with(&format!(".{k}.m4s")));
+    }
+}
+
+#[test]
+fn live_window_parts_and_order() {
+    let mut p = Packager::new(cfg("e1"), tracks());
+    let mut b = Bucket::new();
+    drive(&mut p, &mut b, 20, 0);
+    let live = media(&b.playlists["math/b1/v0.m3u8"]);
+    assert_eq!(live.media_sequence, 19 - 6, "window of 6 complete segments");
+    // The event playlist so far has everything from msn 0, without ENDLIST.
+    let vod = media(&b.playlists["math/b1/v0-vod.m3u8"]);
+    assert_eq!(vod.media_sequence, 0);
+    assert_eq!(vod.segments.len(), 19);
+    assert!(!vod.end_list);
+    // Master: audio group, audio-only variant, measured bandwidth.
+    let master = &b.playlists["math/b1/master.m3u8"];
+    let m = parse_master_playlist_res(master.as_bytes()).expect("master parses");
+    assert_eq!(m.variants.len(), 2);
+    let v = m
+        .variants
+        .iter()
+        .find(|v| v.uri == "v0.m3u8")
+        .expect("video variant");
+    assert_eq!(v.codecs.as_deref(), Some("avc1.4d401e,mp4a.40.2"));
+    assert_eq!(v.audio.as_deref(), Some("aud"));
+    assert!(v.resolution.is_some() && v.frame_rate == Some(30.0));
+    let avg = v.average_bandwidth.expect("average");
+    assert!(v.bandwidth >= avg && avg > 0);
+    assert!(
+        m.variants
+            .iter()
+            .any(|v| v.uri == "audio.m3u8" && v.resolution.is_none()),
+        "audio-only variant"
+    );
+    assert!(master.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\""));
+}
+
+#[test]
+fn finish_makes_vod_and_restart_continues_with_a_discontinuity() {
+    let mut p = Packager::new(cfg("e1"), tracks());
+    let mut b = Bucket::new();
+    drive(&mut p, &mut b, 5, 0);
+    // The process dies here (no finish). A new run reads the event playlist back and resumes.
+    let stored = media(&b.playlists["math/b1/v0-vod.m3u8"]);
+    let mut p2 = Packager::new(cfg("e2"), tracks());
+    for t in ["v0", "audio"] {
+        let pl = media(&b.playlists[&format!("math/b1/{t}-vod.m3u8")]);
+        p2.resume(t, hls::segments_from(&pl), pl.discontinuity_sequence);
+    }
+    drive(&mut p2, &mut b, 5, 20_000);
+    b.apply(p2.finish());
+    let vod = media(&b.playlists["math/b1/v0-vod.m3u8"]);
+    assert!(vod.end_list);
+    assert_eq!(vod.segments.len(), stored.segments.len() + 5);
+    let disc: Vec<usize> = vod
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.discontinuity)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        disc,
+        vec![stored.segments.len()],
+        "one discontinuity where the restart happened"
+    );
+    for (i, s) in vod.segments.iter().enumerate() {
+        assert!(
+            s.uri.ends_with(&format!("-{i}.m4s")),
+            "msn continues: {}",
+            s.uri
+        );
+    }
+    assert!(!b.playlists["math/b1/v0-vod.m3u8"].contains("EXT-X-PART:"));
+    // The live playlist became the complete VOD too.
+    assert!(media(&b.playlists["math/b1/v0.m3u8"]).end_list);
+}
