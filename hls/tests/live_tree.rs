@@ -17,7 +17,7 @@ use m3u8_rs::parse_media_playlist_res;
 fn check_probe(master: &str) {
     let streams = ffprobe_streams(master);
     eprintln!("ffprobe {master}: {streams:?}");
-    for (w, h) in [(320, 180), (640, 360)] {
+    for (w, h) in [(256, 144), (426, 240), (640, 360)] {
         assert!(
             streams
                 .iter()
@@ -59,7 +59,7 @@ async fn filesystem_tree_plays() {
     let root = dir.join("math/b1");
     check_probe(&root.join("master.m3u8").to_string_lossy());
     check_probe(&root.join("vod.m3u8").to_string_lossy());
-    for t in ["v0", "v1", "audio"] {
+    for t in ["v0", "v1", "v2", "audio"] {
         let text =
             std::fs::read_to_string(root.join(format!("{t}-vod.m3u8"))).expect("vod playlist");
         check_vod(&text, 8);
@@ -102,7 +102,7 @@ async fn s3_tree_survives_a_frozen_bucket() {
                     if frozen.load(Ordering::SeqCst) {
                         continue;
                     }
-                    let Ok(Some(body)) = store.get("math/b2/v1.m3u8").await else {
+                    let Ok(Some(body)) = store.get("math/b2/v2.m3u8").await else {
                         continue;
                     };
                     let text = String::from_utf8_lossy(&body).into_owned();
@@ -142,7 +142,7 @@ async fn s3_tree_survives_a_frozen_bucket() {
     for master in ["master.m3u8", "vod.m3u8"] {
         mirror(&store, "math/b2", master, &dir).await;
     }
-    for t in ["v0", "v1", "audio"] {
+    for t in ["v0", "v1", "v2", "audio"] {
         let text = std::fs::read_to_string(dir.join(format!("{t}-vod.m3u8"))).expect("vod");
         check_vod(&text, 10);
     }

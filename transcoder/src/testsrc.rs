@@ -5,6 +5,48 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+/// A small ladder that a 2-core machine encodes in real time beside its source.
+pub fn test_ladder() -> ladders::Ladder {
+    let text = r#"
+name = "test"
+network = "mobile"
+[audio]
+codec = "aac-lc"
+bitrate_kbps = 64
+sample_rate = 48000
+channels = 2
+[[rung]]
+name = "144p"
+width = 256
+height = 144
+fps = 15
+bitrate_kbps = 150
+profile = "baseline"
+level = "3.0"
+keyframe_interval_s = 2.0
+[[rung]]
+name = "240p"
+width = 426
+height = 240
+fps = 30
+bitrate_kbps = 400
+profile = "main"
+level = "3.0"
+keyframe_interval_s = 2.0
+[[rung]]
+name = "360p"
+width = 640
+height = 360
+fps = 30
+bitrate_kbps = 800
+profile = "main"
+level = "3.0"
+keyframe_interval_s = 2.0
+"#;
+    // A constant that this crate's tests validate; it cannot fail at run time.
+    ladders::Ladder::from_toml(text, "test ladder").unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Payload types the sources use.
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;

@@ -81,6 +81,8 @@ export async function waitFor(fn, ms, what) {
 export function tileFrames(page) {
   return page.evaluate(() => {
     const out = {};
+    // The page publishes window.aulaRoom once its camera is up; until then there are no tiles.
+    if (!window.aulaRoom) return out;
     for (const [pid, t] of window.aulaRoom.tiles) {
       if (pid === 'self') continue;
       const q = t.video.getVideoPlaybackQuality();

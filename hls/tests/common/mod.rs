@@ -94,34 +94,7 @@ impl Drop for Moto {
 }
 
 pub fn ladder() -> ladders::Ladder {
-    let text = r#"
-name = "test"
-network = "mobile"
-[audio]
-codec = "aac-lc"
-bitrate_kbps = 64
-sample_rate = 48000
-channels = 2
-[[rung]]
-name = "180p"
-width = 320
-height = 180
-fps = 30
-bitrate_kbps = 300
-profile = "main"
-level = "3.0"
-keyframe_interval_s = 2.0
-[[rung]]
-name = "360p"
-width = 640
-height = 360
-fps = 30
-bitrate_kbps = 800
-profile = "main"
-level = "3.0"
-keyframe_interval_s = 2.0
-"#;
-    ladders::Ladder::from_toml(text, "test ladder").expect("valid")
+    transcoder::testsrc::test_ladder()
 }
 
 pub fn track_name(r: RenditionId) -> String {

@@ -14,45 +14,8 @@ use rand::{Rng, SeedableRng};
 pub use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{Event, RenditionId, Transcoder};
 
-/// A small ladder that a 2-core machine encodes in real time beside its source.
 pub fn test_ladder() -> Ladder {
-    let text = r#"
-name = "test"
-network = "mobile"
-[audio]
-codec = "aac-lc"
-bitrate_kbps = 64
-sample_rate = 48000
-channels = 2
-[[rung]]
-name = "144p"
-width = 256
-height = 144
-fps = 15
-bitrate_kbps = 150
-profile = "baseline"
-level = "3.0"
-keyframe_interval_s = 2.0
-[[rung]]
-name = "240p"
-width = 426
-height = 240
-fps = 30
-bitrate_kbps = 400
-profile = "main"
-level = "3.0"
-keyframe_interval_s = 2.0
-[[rung]]
-name = "360p"
-width = 640
-height = 360
-fps = 30
-bitrate_kbps = 800
-profile = "main"
-level = "3.0"
-keyframe_interval_s = 2.0
-"#;
-    Ladder::from_toml(text, "test ladder").expect("test ladder is valid")
+    transcoder::testsrc::test_ladder()
 }
 
 /// Network faults applied between sender and transcoder.
