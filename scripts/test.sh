@@ -17,6 +17,7 @@ cargo test --workspace --quiet
 # `cargo build -p aula` would resolve features differently and rebuild much of the tree.
 test -x target/debug/aula || { echo "target/debug/aula missing after cargo test"; exit 1; }
 echo "== browser tests (node --test, playwright-core + /usr/bin/chromium)"
-(cd web && node --test --test-concurrency=1 tests/)
+# A per-test timeout turns a hung test into a failure instead of a stuck CI job.
+(cd web && node --test --test-concurrency=1 --test-timeout=300000 tests/)
 echo "== edge worker tests (node --test)"
-node --test deploy/cloudflare-worker/test/
+node --test --test-timeout=60000 deploy/cloudflare-worker/test/

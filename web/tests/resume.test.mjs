@@ -3,9 +3,10 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, waitFor, sleep, tileFrames, tcpProxy, upgradeStatus } from './helpers.mjs';
 
-let server, browser;
+let server, browser, proxy;
 before(async () => { server = await startServer(); browser = await launchBrowser(); });
-after(async () => { await browser?.close(); await server?.stop(); });
+// The proxy is closed here too: a failed test must not leave a listening socket keeping node alive.
+after(async () => { proxy?.close(); await browser?.close(); await server?.stop(); });
 
 async function join(name, base = server.base) {
   const ctx = await browser.newContext();
@@ -20,7 +21,7 @@ const decodingOne = (page) => waitFor(async () => {
 }, 30_000, 'decoding the other participant');
 
 test('a dropped signaling socket resumes; a long drop removes the participant', async () => {
-  const proxy = await tcpProxy(server.base);
+  proxy = await tcpProxy(server.base);
   const ana = await join('ana');
   const ben = await join('ben', proxy.base);
   await decodingOne(ana);
