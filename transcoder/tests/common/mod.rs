@@ -82,10 +82,8 @@ pub fn run(
     f: Faults,
 ) -> (Output, transcoder::Stats) {
     let out = Arc::new(Mutex::new(Output::default()));
-    let tc = Arc::new(tc);
     let collector = {
-        let (out, tc2, src_keyframe) = (out.clone(), tc.clone(), ());
-        let _ = (tc2, src_keyframe);
+        let out = out.clone();
         std::thread::spawn(move || {
             while let Some(ev) = rx.blocking_recv() {
                 let done = matches!(ev, Event::Finished);
