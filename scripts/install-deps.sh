@@ -37,8 +37,9 @@ if ! python3 -c "import moto.server" 2>/dev/null; then
   python3 -m pip install -q 'moto[server]'
 fi
 
-# npm packages for the browser tests (playwright-core drives Debian's chromium).
-if [ ! -d web/node_modules/playwright-core ]; then
+# npm packages: playwright-core (drives Debian's chromium in tests), hls.js (vendored into
+# web/vendor by scripts/build-web.sh).
+if [ ! -d web/node_modules/playwright-core ] || [ ! -d web/node_modules/hls.js ]; then
   echo "install-deps: npm ci (web/)"
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -7,6 +7,8 @@ export CARGO_TERM_COLOR=never
 
 bash scripts/install-deps.sh
 
+echo "== web/vendor matches npm (scripts/build-web.sh)"
+bash scripts/build-web.sh --check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -17,6 +17,8 @@ pub struct Config {
     pub storage: Storage,
     pub auth: Auth,
     pub rooms: Rooms,
+    pub hls: egress::HlsSettings,
+    pub signing: Signing,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +39,60 @@ pub struct Media {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Storage {
+    /// Local state (development secrets) and, with `backend = "fs"`, the HLS tree under `hls/`.
     pub dir: PathBuf,
+    /// Where HLS objects go: `fs` (default) or `s3` (Cloudflare R2, MinIO, AWS).
+    pub backend: Backend,
+    pub s3: S3,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Fs,
+    S3,
+}
+
+/// `[storage.s3]`; for R2: endpoint `https://<account>.r2.cloudflarestorage.com`, region `auto`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3 {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub path_style: bool,
+    /// Create the bucket at start when it is missing (development servers).
+    pub create_bucket: bool,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            endpoint: None,
+            region: "auto".into(),
+            bucket: "aula".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: true,
+            create_bucket: false,
+        }
+    }
+}
+
+/// `[signing]`: HMAC keys for viewer URLs. Rotate by adding a key, making it `active`, and
+/// removing the old one once the longest URL lifetime has passed.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Signing {
+    /// The key id that signs new URLs; empty with no keys: a development key is generated.
+    pub active: String,
+    /// Key id -> secret (at least 32 characters).
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// Anyone may ask `/api/broadcasts/{room}` for signed URLs (no room token needed).
+    pub public_broadcasts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -67,6 +122,8 @@ impl Default for Config {
                 api_secret: String::new(),
             },
             rooms: Rooms::default(),
+            hls: egress::HlsSettings::default(),
+            signing: Signing::default(),
         }
     }
 }
@@ -92,6 +149,8 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             dir: PathBuf::from("./aula-data"),
+            backend: Backend::Fs,
+            s3: S3::default(),
         }
     }
 }
@@ -118,8 +177,11 @@ impl Config {
             f = f.merge(Toml::file(&file));
         }
         f = f.merge(Env::prefixed("AULA_").split("__"));
-        f.extract()
-            .context("invalid configuration (aula.toml / AULA_* variables)")
+        let c: Config = f
+            .extract()
+            .context("invalid configuration (aula.toml / AULA_* variables)")?;
+        c.hls.check().map_err(anyhow::Error::msg)?;
+        Ok(c)
     }
 
     /// The API secret: configured, or the development secret (created on first use).
@@ -127,11 +189,77 @@ impl Config {
         if !self.auth.api_secret.is_empty() {
             return Ok((self.auth.api_secret.clone(), false));
         }
-        let path = self.storage.dir.join("dev-secret");
+        Ok((self.dev_secret("dev-secret")?, true))
+    }
+
+    /// The URL signing keys: configured, or a development key kept beside the dev secret.
+    pub fn signing_keys(&self) -> Result<hls::SigningKeys> {
+        let s = &self.signing;
+        if s.keys.is_empty() {
+            let secret = self.dev_secret("dev-signing-key")?;
+            return hls::SigningKeys::new("dev", [("dev".to_string(), secret.into_bytes())])
+                .context("development signing key");
+        }
+        for (kid, secret) in &s.keys {
+            if secret.len() < 32 {
+                anyhow::bail!("signing.keys.{kid}: a secret needs at least 32 characters");
+            }
+        }
+        let active = if s.active.is_empty() && s.keys.len() == 1 {
+            s.keys.keys().next().cloned().unwrap_or_default()
+        } else {
+            s.active.clone()
+        };
+        hls::SigningKeys::new(
+            &active,
+            s.keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+        )
+        .with_context(|| {
+            format!(
+                "signing.active {active:?} must name one of signing.keys ({}), and key ids must not contain '.'",
+                s.keys.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// Where HLS objects are stored.
+    pub async fn store(&self) -> Result<hls::Store> {
+        match self.storage.backend {
+            Backend::Fs => Ok(hls::Store::Fs(hls::FsStore::new(
+                self.storage.dir.join("hls"),
+            ))),
+            Backend::S3 => {
+                let c = &self.storage.s3;
+                if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                    anyhow::bail!("storage.s3.access_key_id and secret_access_key are required with backend = \"s3\" (AULA_STORAGE__S3__ACCESS_KEY_ID, AULA_STORAGE__S3__SECRET_ACCESS_KEY)");
+                }
+                let s = hls::S3Store::new(&hls::S3Config {
+                    endpoint: c.endpoint.clone(),
+                    region: c.region.clone(),
+                    bucket: c.bucket.clone(),
+                    access_key_id: c.access_key_id.clone(),
+                    secret_access_key: c.secret_access_key.clone(),
+                    path_style: c.path_style,
+                });
+                if c.create_bucket {
+                    s.ensure_bucket()
+                        .await
+                        .with_context(|| format!("creating bucket {}", c.bucket))?;
+                }
+                Ok(hls::Store::S3(s))
+            }
+        }
+    }
+
+    /// A random secret kept in `{storage.dir}/{name}` (created on first use).
+    fn dev_secret(&self, name: &str) -> Result<String> {
+        let path = self.storage.dir.join(name);
         if let Ok(s) = std::fs::read_to_string(&path) {
             let s = s.trim().to_string();
             if s.len() >= 32 {
-                return Ok((s, true));
+                return Ok(s);
             }
         }
         std::fs::create_dir_all(&self.storage.dir)
@@ -140,6 +268,6 @@ impl Config {
         let bytes: [u8; 24] = rand::rng().random();
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-        Ok((secret, true))
+        Ok(secret)
     }
 }

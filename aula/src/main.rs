@@ -1,6 +1,7 @@
 //! `aula`: the one binary. `serve` runs everything in one process; `token` mints access tokens.
 
 mod config;
+mod egress_cmd;
 mod ladder_cmd;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ enum Cmd {
     /// HLS helpers.
     #[command(subcommand)]
     Hls(HlsCmd),
+    /// Egress jobs outside `serve`.
+    #[command(subcommand)]
+    Egress(egress_cmd::EgressCmd),
     /// Mint an access token.
     Token {
         #[arg(long)]
@@ -108,6 +112,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Serve => serve(cfg()?),
+        Cmd::Egress(cmd) => {
+            logs();
+            egress_cmd::run(cmd, cfg()?)
+        }
         Cmd::Token {
             room,
             identity,
@@ -131,13 +139,18 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve(cfg: Config) -> Result<()> {
+fn logs() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),
         )
         .init();
+}
+
+fn serve(cfg: Config) -> Result<()> {
+    logs();
     let (secret, dev) = cfg.api_secret()?;
     let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
     let sfu = SfuHandle::start(ServerConfig {
@@ -182,7 +195,15 @@ fn serve(cfg: Config) -> Result<()> {
             println!("try: http://{http}/room/demo?token={t}");
             println!("     http://{http}/broadcast/demo?token={t}");
         }
-        let app = signaling::router(AppState::new(sfu, keys));
+        let store = cfg.store().await?;
+        info!(storage = %store.describe(), "HLS storage");
+        let egress = egress::Egress::new(
+            std::sync::Arc::new(store),
+            cfg.signing_keys()?,
+            cfg.hls.clone(),
+        );
+        let state = AppState::new(sfu, keys).with_egress(egress, cfg.signing.public_broadcasts);
+        let app = signaling::router(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

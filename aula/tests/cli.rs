@@ -118,3 +118,39 @@ fn bad_configuration_is_a_clear_error() {
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad duration"));
 }
+
+#[test]
+fn bad_storage_and_signing_settings_are_refused_with_the_key_named() {
+    let dir = tempdir("bad-hls-config");
+    let cases: [(&str, &str, &str); 4] = [
+        ("AULA_SIGNING__KEYS__k1", "short", "signing.keys.k1"),
+        ("AULA_HLS__PART_S", "3.0", "hls.part_s"),
+        ("AULA_STORAGE__BACKEND", "s3", "storage.s3.access_key_id"),
+        ("AULA_HLS__NOPE", "1", "nope"),
+    ];
+    for (var, value, named) in cases {
+        let out = aula()
+            .current_dir(&dir)
+            .env("AULA_STORAGE__DIR", dir.join("data"))
+            .env("AULA_HTTP__BIND", "127.0.0.1:0")
+            .env("AULA_MEDIA__BIND", "127.0.0.1:0")
+            .env(var, value)
+            .args(["egress", "run", "--room", "r", "--seconds", "1"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} accepted");
+        assert!(err.contains(named), "{var}={value}: {err}");
+    }
+    // Rotation: two keys need `active` to say which one signs.
+    let out = aula()
+        .current_dir(&dir)
+        .env("AULA_STORAGE__DIR", dir.join("data"))
+        .env("AULA_SIGNING__KEYS__k1", "a".repeat(32))
+        .env("AULA_SIGNING__KEYS__k2", "b".repeat(32))
+        .args(["egress", "run", "--room", "r", "--seconds", "1"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signing.active"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

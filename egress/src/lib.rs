@@ -1,1 +1,19 @@
-//! Egress jobs: room tracks to a signed HLS ladder. Filled by issue 5; empty until then.
+//! Egress: a broadcast's RTP through the transcoder (the room's ladder) into LL-HLS objects in
+//! storage, with status, metrics and signed viewer URLs. A job is one broadcast: a unique key
+//! prefix `{room}/{broadcast}`; a restarted job continues that prefix after a discontinuity.
+
+mod error;
+mod ids;
+mod job;
+mod service;
+mod settings;
+mod source;
+mod tracks;
+
+pub use error::EgressError;
+pub use ids::{new_broadcast_id, new_epoch};
+pub use job::{JobState, JobStatus};
+pub use service::{ladder, Broadcast, Egress, StartRequest};
+pub use settings::HlsSettings;
+pub use source::Source;
+pub use tracks::{track_infos, track_name};

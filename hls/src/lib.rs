@@ -12,7 +12,7 @@ mod uploader;
 
 pub use object::{cache_control, content_type, Object};
 pub use origin::{LiveIndex, Origin, Response};
-pub use packager::{Packager, PackagerConfig, Position, TrackInfo};
+pub use packager::{Packager, PackagerConfig, Position, ResumeError, TrackInfo};
 pub use playlist::{
     render_master, segments_from, MediaState, PartEntry, SegmentEntry, VariantEntry, View,
 };

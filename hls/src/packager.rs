@@ -8,6 +8,14 @@ use std::time::SystemTime;
 use crate::object::Object;
 use crate::playlist::{render_master, MediaState, PartEntry, SegmentEntry, VariantEntry, View};
 
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("stored playlist of track {0} does not parse: {1}")]
+    Unparsable(String, String),
+    #[error("track {0}: the broadcast already ended (its playlist has EXT-X-ENDLIST)")]
+    Ended(String),
+}
+
 /// A track the packager writes: a video rendition or the audio.
 #[derive(Clone, Debug)]
 pub struct TrackInfo {
@@ -111,6 +119,38 @@ impl Packager {
         }
     }
 
+    /// The stored event playlist (`{track}-vod.m3u8`) of an earlier run, to continue after.
+    /// Returns the number of segments taken over; refuses a playlist that already ended.
+    pub fn resume_from_playlist(&mut self, track: &str, text: &[u8]) -> Result<usize, ResumeError> {
+        let pl = m3u8_rs::parse_media_playlist_res(text)
+            .map_err(|e| ResumeError::Unparsable(track.to_string(), e.to_string()))?;
+        if pl.end_list {
+            return Err(ResumeError::Ended(track.to_string()));
+        }
+        let segments = crate::playlist::segments_from(&pl);
+        let n = segments.len();
+        self.resume(track, segments, pl.discontinuity_sequence);
+        Ok(n)
+    }
+
+    /// The stored playlist a restarted run continues from: the event playlist, or the live
+    /// one when the recording is not kept.
+    pub fn resume_key(&self, track: &str) -> String {
+        if self.cfg.delete_old {
+            self.key(&format!("{track}.m3u8"))
+        } else {
+            self.key(&format!("{track}-vod.m3u8"))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.cfg.prefix
+    }
+
+    pub fn config(&self) -> &PackagerConfig {
+        &self.cfg
+    }
+
     fn key(&self, rel: &str) -> String {
         format!("{}/{}", self.cfg.prefix, rel)
     }
@@ -190,6 +230,7 @@ impl Packager {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
             discontinuity,
+            init_uri: t.state.init_uri.clone(),
         });
         let uri = format!("{name}/{epoch}-{}.{}.m4s", open.msn, open.parts.len());
         open.parts.push(PartEntry {
@@ -210,7 +251,8 @@ impl Packager {
             key: format!("{prefix}/{name}.m3u8"),
             body: t.state.render(view).into_bytes(),
         });
-        if closed {
+        // Without a kept recording there is no event playlist: it would name deleted segments.
+        if closed && !self.cfg.delete_old {
             out.push(Object {
                 key: format!("{prefix}/{name}-vod.m3u8"),
                 body: t.state.render(View::Full).into_bytes(),
@@ -225,7 +267,13 @@ impl Packager {
         let audio_bw = audio.map_or((0.0, 0.0), |a| (a.peak_bps, avg(a)));
         let mut live = Vec::new();
         let mut vod = Vec::new();
-        for t in self.tracks.values() {
+        // Video variants first (players start with the first listed), the audio-only last.
+        let ordered = self
+            .tracks
+            .values()
+            .filter(|t| !t.info.is_audio)
+            .chain(self.tracks.values().filter(|t| t.info.is_audio));
+        for t in ordered {
             let (peak, average) = if t.info.is_audio {
                 (t.peak_bps, avg(t))
             } else {
@@ -251,16 +299,17 @@ impl Packager {
         }
         let audio_uri = audio.map(|a| format!("{}.m3u8", a.info.name));
         let audio_vod = audio.map(|a| format!("{}-vod.m3u8", a.info.name));
-        vec![
-            Object {
-                key: self.key("master.m3u8"),
-                body: render_master(audio_uri.as_deref(), &live).into_bytes(),
-            },
-            Object {
+        let mut out = vec![Object {
+            key: self.key("master.m3u8"),
+            body: render_master(audio_uri.as_deref(), &live).into_bytes(),
+        }];
+        if !self.cfg.delete_old {
+            out.push(Object {
                 key: self.key("vod.m3u8"),
                 body: render_master(audio_vod.as_deref(), &vod).into_bytes(),
-            },
-        ]
+            });
+        }
+        out
     }
 
     /// The broadcast ended: close open segments and write the final event playlists (VOD).
@@ -268,6 +317,8 @@ impl Packager {
         let mut out = Vec::new();
         let prefix = self.cfg.prefix.clone();
         let epoch = self.cfg.epoch.clone();
+        let keep = !self.cfg.delete_old;
+        let window = self.live_view();
         for t in self.tracks.values_mut() {
             if t.state.open.as_ref().is_some_and(|o| !o.parts.is_empty()) {
                 out.extend(close_segment(t, &prefix, &epoch));
@@ -276,13 +327,17 @@ impl Packager {
             t.state.preload_hint = None;
             t.state.ended = true;
             let name = &t.info.name;
-            out.push(Object {
-                key: format!("{prefix}/{name}-vod.m3u8"),
-                body: t.state.render(View::Full).into_bytes(),
-            });
+            // Kept: the live playlist becomes the whole recording; otherwise its last window.
+            let view = if keep { View::Full } else { window };
+            if keep {
+                out.push(Object {
+                    key: format!("{prefix}/{name}-vod.m3u8"),
+                    body: t.state.render(View::Full).into_bytes(),
+                });
+            }
             out.push(Object {
                 key: format!("{prefix}/{name}.m3u8"),
-                body: t.state.render(View::Full).into_bytes(),
+                body: t.state.render(view).into_bytes(),
             });
         }
         out.extend(self.masters());

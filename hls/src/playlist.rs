@@ -24,6 +24,8 @@ pub struct SegmentEntry {
     /// Milliseconds since the Unix epoch of the first sample.
     pub program_date_time_ms: i64,
     pub discontinuity: bool,
+    /// The init segment this segment's media needs (EXT-X-MAP); changes after a restart.
+    pub init_uri: String,
 }
 
 /// What a media playlist says, before rendering.
@@ -99,9 +101,10 @@ impl MediaState {
                 program_date_time: pdt(s.program_date_time_ms),
                 ..Default::default()
             };
-            if i == 0 {
+            // EXT-X-MAP on the first segment and wherever the init segment changes (a restart).
+            if i == 0 || shown[i - 1].init_uri != s.init_uri {
                 m.map = Some(Map {
-                    uri: self.init_uri.clone(),
+                    uri: s.init_uri.clone(),
                     ..Default::default()
                 });
             }
@@ -154,8 +157,8 @@ impl MediaState {
         }
         if !self.ended {
             if let Some(open) = &self.open {
-                if shown.is_empty() {
-                    let _ = writeln!(text, "#EXT-X-MAP:URI=\"{}\"", self.init_uri);
+                if shown.last().is_none_or(|s| s.init_uri != open.init_uri) {
+                    let _ = writeln!(text, "#EXT-X-MAP:URI=\"{}\"", open.init_uri);
                 }
                 if open.discontinuity {
                     text.push_str("#EXT-X-DISCONTINUITY\n");
@@ -223,16 +226,23 @@ pub fn render_master(audio_uri: Option<&str>, variants: &[VariantEntry]) -> Stri
 
 /// Segments of a stored (parsed) playlist, to continue it after a restart.
 pub fn segments_from(pl: &m3u8_rs::MediaPlaylist) -> Vec<SegmentEntry> {
+    let mut init = String::new();
     pl.segments
         .iter()
         .enumerate()
-        .map(|(i, s)| SegmentEntry {
-            msn: pl.media_sequence + i as u64,
-            uri: s.uri.clone(),
-            duration: s.duration as f64,
-            parts: Vec::new(),
-            program_date_time_ms: s.program_date_time.map_or(0, |d| d.timestamp_millis()),
-            discontinuity: s.discontinuity,
+        .map(|(i, s)| {
+            if let Some(m) = &s.map {
+                init = m.uri.clone();
+            }
+            SegmentEntry {
+                msn: pl.media_sequence + i as u64,
+                uri: s.uri.clone(),
+                duration: s.duration as f64,
+                parts: Vec::new(),
+                program_date_time_ms: s.program_date_time.map_or(0, |d| d.timestamp_millis()),
+                discontinuity: s.discontinuity,
+                init_uri: init.clone(),
+            }
         })
         .collect()
 }

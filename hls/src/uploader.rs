@@ -16,6 +16,7 @@ enum Op {
     Put(Object, Instant),
     Delete(String),
     Flush(oneshot::Sender<()>),
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// Counters for `/metrics`.
@@ -63,6 +64,12 @@ impl Uploader {
         self.send(Op::Delete(key)).await
     }
 
+    /// Runs `f` once everything queued before it is stored (e.g. tell blocked playlist
+    /// requests that a new playlist is there), without waiting here.
+    pub async fn then(&self, f: impl FnOnce() + Send + 'static) {
+        self.send(Op::Then(Box::new(f))).await
+    }
+
     /// Waits until everything queued before this call is stored.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -93,6 +100,7 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Op>, stats: Arc<UploadSta
             Op::Flush(done) => {
                 let _ = done.send(());
             }
+            Op::Then(f) => f(),
             Op::Put(o, since) => {
                 let mut wait = BACKOFF_START;
                 let mut attempt = 0u64;

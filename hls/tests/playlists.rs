@@ -42,6 +42,7 @@ fn cfg(epoch: &str) -> PackagerConfig {
 /// Applies objects in order to a "bucket" and checks each playlist only names stored objects.
 struct Bucket {
     keys: HashSet<String>,
+    deleted: HashSet<String>,
     playlists: std::collections::HashMap<String, String>,
 }
 
@@ -49,7 +50,15 @@ impl Bucket {
     fn new() -> Self {
         Bucket {
             keys: HashSet::new(),
+            deleted: HashSet::new(),
             playlists: Default::default(),
+        }
+    }
+
+    fn delete(&mut self, keys: Vec<String>) {
+        for k in keys {
+            assert!(self.keys.remove(&k), "deleting {k}, which is not stored");
+            self.deleted.insert(k);
         }
     }
 
@@ -79,7 +88,8 @@ impl Bucket {
                 self.playlists.insert(o.key.clone(), text);
             }
             assert!(
-                self.keys.insert(o.key.clone()) || o.key.ends_with(".m3u8"),
+                !self.deleted.contains(&o.key)
+                    && (self.keys.insert(o.key.clone()) || o.key.ends_with(".m3u8")),
                 "name reused: {}",
                 o.key
             );
@@ -137,10 +147,20 @@ fn parts_of(text: &str) -> (Vec<Parts>, Parts) {
 }
 
 fn drive(p: &mut Packager, bucket: &mut Bucket, segments: u64, start_ms: u64) {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + start_ms);
+    drive_at(p, bucket, 0, segments, t0)
+}
+
+/// Segments `first..first + n` of a run that started at a fixed time.
+fn drive_from(p: &mut Packager, bucket: &mut Bucket, first: u64, n: u64) {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+    drive_at(p, bucket, first, n, t0)
+}
+
+fn drive_at(p: &mut Packager, bucket: &mut Bucket, first: u64, n: u64, t0: SystemTime) {
     bucket.apply(p.on_init("v0", vec![0; 100]));
     bucket.apply(p.on_init("audio", vec![1; 50]));
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + start_ms);
-    for s in 0..segments {
+    for s in first..first + n {
         for k in 0..4u64 {
             let wall = t0 + Duration::from_millis(s * 2000 + k * 500);
             // Video parts are 500 ms; audio parts are 490.67 ms + a short one (AAC frames).
@@ -258,8 +278,12 @@ fn finish_makes_vod_and_restart_continues_with_a_discontinuity() {
     let stored = media(&b.playlists["math/b1/v0-vod.m3u8"]);
     let mut p2 = Packager::new(cfg("e2"), tracks());
     for t in ["v0", "audio"] {
-        let pl = media(&b.playlists[&format!("math/b1/{t}-vod.m3u8")]);
-        p2.resume(t, hls::segments_from(&pl), pl.discontinuity_sequence);
+        let text = &b.playlists[&p2.resume_key(t)];
+        // The fifth segment was still open when the process died: its parts are lost.
+        assert_eq!(
+            p2.resume_from_playlist(t, text.as_bytes()).expect("resume"),
+            4
+        );
     }
     drive(&mut p2, &mut b, 5, 20_000);
     b.apply(p2.finish());
@@ -286,6 +310,59 @@ fn finish_makes_vod_and_restart_continues_with_a_discontinuity() {
         );
     }
     assert!(!b.playlists["math/b1/v0-vod.m3u8"].contains("EXT-X-PART:"));
+    // Old segments keep the first run's init segment; the new run's follow its own.
+    let maps: Vec<(usize, String)> = vod
+        .segments
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map.as_ref().map(|m| (i, m.uri.clone())))
+        .collect();
+    assert_eq!(
+        maps,
+        vec![(0, "v0/e1-init.mp4".into()), (4, "v0/e2-init.mp4".into())]
+    );
+    // An ended broadcast is not resumed.
+    let mut p3 = Packager::new(cfg("e3"), tracks());
+    assert!(p3
+        .resume_from_playlist("v0", b.playlists["math/b1/v0-vod.m3u8"].as_bytes())
+        .is_err());
     // The live playlist became the complete VOD too.
     assert!(media(&b.playlists["math/b1/v0.m3u8"]).end_list);
+}
+
+#[test]
+fn without_a_recording_old_segments_are_deleted_and_never_named_again() {
+    let mut c = cfg("e1");
+    c.delete_old = true;
+    let mut p = Packager::new(c, tracks());
+    let mut b = Bucket::new();
+    let mut deleted = 0;
+    for s in 0..30u64 {
+        // One segment at a time; deletions follow the playlists (the uploader keeps order).
+        drive_from(&mut p, &mut b, s, 1);
+        let gone = p.expired();
+        deleted += gone.len();
+        b.delete(gone);
+    }
+    // 30 segments, a window of 6 kept twice over: the oldest ones went, parts and all.
+    assert!(deleted > 0);
+    assert!(!b.keys.contains("math/b1/v0/e1-0.m4s"));
+    assert!(!b.keys.contains("math/b1/v0/e1-0.0.m4s"));
+    assert!(b.keys.contains("math/b1/v0/e1-28.m4s"));
+    b.apply(p.finish());
+    assert!(
+        !b.playlists.contains_key("math/b1/v0-vod.m3u8"),
+        "no event playlist"
+    );
+    assert!(!b.playlists.contains_key("math/b1/vod.m3u8"));
+    let last = media(&b.playlists["math/b1/v0.m3u8"]);
+    assert!(last.end_list && last.segments.len() == 6);
+    // A restart without a recording continues from the live playlist.
+    let mut p2 = Packager::new(cfg("e2"), tracks());
+    let mut c2 = cfg("e2");
+    c2.delete_old = true;
+    let p3 = Packager::new(c2, tracks());
+    assert_eq!(p3.resume_key("v0"), "math/b1/v0.m3u8");
+    assert_eq!(p2.resume_key("v0"), "math/b1/v0-vod.m3u8");
+    assert!(p2.resume_from_playlist("v0", b"not a playlist").is_err());
 }

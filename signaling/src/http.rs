@@ -12,7 +12,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::error::ApiError;
 use crate::token::{Claims, TokenKeys};
-use crate::{pages, rtc_ws, whip};
+use crate::{broadcasts, pages, rtc_ws, whip};
 
 /// A WHIP or WHEP session resource (`/whip/{room}/{id}`).
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct AppState {
     pub sessions: Arc<Mutex<HashMap<String, Session>>>,
     /// Room clients that may resume after their WebSocket dropped, by resume key.
     pub resumable: Arc<Mutex<HashMap<String, crate::rtc_ws::Resumable>>>,
+    /// HLS egress and its signed origin, when storage is configured.
+    pub egress: Option<egress::Egress>,
+    /// Anyone may ask where a room's broadcast is (the segments stay signed).
+    pub public_broadcasts: bool,
 }
 
 impl AppState {
@@ -38,7 +42,15 @@ impl AppState {
             keys,
             sessions: Arc::new(Mutex::new(HashMap::new())),
             resumable: Arc::new(Mutex::new(HashMap::new())),
+            egress: None,
+            public_broadcasts: false,
         }
+    }
+
+    pub fn with_egress(mut self, e: egress::Egress, public_broadcasts: bool) -> AppState {
+        self.egress = Some(e);
+        self.public_broadcasts = public_broadcasts;
+        self
     }
 
     /// The bearer token from `Authorization`, verified for `room`.
@@ -63,7 +75,11 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([axum::http::header::LOCATION]);
+        .expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::header::CONTENT_RANGE,
+            axum::http::header::CONTENT_LENGTH,
+        ]);
     Router::new()
         .route("/", get(pages::index))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -84,6 +100,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(whip::session_delete).patch(whip::session_patch),
         )
         .route("/api/rooms/{room}", get(room_info))
+        .route("/api/broadcasts/{room}", get(broadcasts::broadcast))
+        .route("/api/egress", get(broadcasts::list).post(broadcasts::start))
+        .route(
+            "/api/egress/{id}",
+            get(broadcasts::get).delete(broadcasts::stop),
+        )
+        .route("/s/{*path}", get(broadcasts::origin))
+        .route("/watch/{room}", get(pages::watch))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors)
@@ -93,6 +117,9 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     s.sfu.metrics().render(&mut out);
+    if let Some(e) = &s.egress {
+        e.render_metrics(&mut out);
+    }
     let sessions = s.sessions.lock().map(|m| m.len()).unwrap_or(0);
     out.push_str(&format!(
         "# TYPE aula_whip_whep_sessions gauge\naula_whip_whep_sessions {sessions}\n"

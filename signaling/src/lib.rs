@@ -1,6 +1,7 @@
 //! aula's service layer: HTTP + WebSocket API over the SFU (tokens, WHIP/WHEP, room signaling,
 //! pages, metrics). Room logic lives in `sfu`; this crate only translates.
 
+mod broadcasts;
 mod error;
 mod http;
 mod pages;

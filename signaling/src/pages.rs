@@ -10,6 +10,7 @@ const ROOM_HTML: &str = include_str!("../../web/room.html");
 const BROADCAST_HTML: &str = include_str!("../../web/broadcast.html");
 const LIVE_HTML: &str = include_str!("../../web/live.html");
 const INDEX_HTML: &str = include_str!("../../web/index.html");
+const WATCH_HTML: &str = include_str!("../../web/watch.html");
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -32,6 +33,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript",
         include_str!("../../web/common.js"),
     ),
+    (
+        "watch.js",
+        "text/javascript",
+        include_str!("../../web/watch.js"),
+    ),
+    // hls.js from npm (scripts/build-web.sh copies it).
+    (
+        "hls.min.js",
+        "text/javascript",
+        include_str!("../../web/vendor/hls.min.js"),
+    ),
     ("style.css", "text/css", include_str!("../../web/style.css")),
 ];
 
@@ -49,6 +61,10 @@ pub async fn broadcast(Path(_room): Path<String>) -> Html<&'static str> {
 
 pub async fn live(Path(_room): Path<String>) -> Html<&'static str> {
     Html(LIVE_HTML)
+}
+
+pub async fn watch(Path(_room): Path<String>) -> Html<&'static str> {
+    Html(WATCH_HTML)
 }
 
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {

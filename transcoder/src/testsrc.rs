@@ -71,7 +71,26 @@ impl RtpSource {
         width: u32,
         height: u32,
     ) -> Result<RtpSource, crate::TranscodeError> {
+        Self::start_pattern(codec, width, height, "snow")
+    }
+
+    /// As [`RtpSource::start`] with another `videotestsrc` pattern (e.g. `smpte` for a
+    /// picture a person can recognise; `snow` is the hardest to compress).
+    pub fn start_pattern(
+        codec: Codec,
+        width: u32,
+        height: u32,
+        pattern: &str,
+    ) -> Result<RtpSource, crate::TranscodeError> {
         crate::init()?;
+        if !pattern
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(crate::TranscodeError::Pipeline(format!(
+                "bad test pattern {pattern:?}"
+            )));
+        }
         let enc = match codec {
             // Real-time VP8 as browsers send it; snow keeps the content hard to compress so the
             // ladder's rate control is exercised rather than idling.
@@ -84,7 +103,7 @@ impl RtpSource {
             ),
         };
         let desc = format!(
-            "videotestsrc is-live=true pattern=snow ! capsfilter name=vcaps caps=video/x-raw,width={width},height={height},framerate=30/1 \
+            "videotestsrc is-live=true pattern={pattern} ! capsfilter name=vcaps caps=video/x-raw,width={width},height={height},framerate=30/1 \
              ! videoconvert ! {enc} ! appsink name=vout sync=false max-buffers=0 \
              audiotestsrc is-live=true wave=ticks ! audio/x-raw,rate=48000,channels=2 ! opusenc bitrate=64000 \
              ! rtpopuspay pt={AUDIO_PT} ! appsink name=aout sync=false"

@@ -137,3 +137,15 @@ export async function upgradeStatus(url) {
     req.on('error', reject);
   });
 }
+
+// A real S3 server (moto[server] from PyPI) on a free loopback port.
+export async function startMoto() {
+  const net = await import('node:net');
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+  const proc = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const endpoint = `http://127.0.0.1:${port}`;
+  await waitFor(async () => { try { await fetch(endpoint); return true; } catch { return false; } }, 30_000, 'moto server');
+  return { endpoint, stop: () => proc.kill() };
+}

@@ -1,4 +1,4 @@
-//! A 20 s live job (real RTP -> transcoder -> packager -> uploader) into the filesystem and into
+//! A 20 s live egress job (test pattern RTP -> transcoder -> packager -> uploader) into the filesystem and into
 //! a real S3 server (moto on loopback): ffprobe reads the master and every rendition; the event
 //! playlist becomes VOD. With the S3 server frozen for 10 s mid-run, no segment is lost and no
 //! playlist ever names an object that is not there.
@@ -55,8 +55,9 @@ async fn filesystem_tree_plays() {
     let dir = std::env::temp_dir().join(format!("aula-hls-fs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::Fs(FsStore::new(&dir)));
-    live_job(store, "math/b1", 20, |_| {}).await;
-    let root = dir.join("math/b1");
+    let (e, id) = start_job(store, "math", 20, settings());
+    finished(&e, &id).await;
+    let root = dir.join("math").join(&id);
     check_probe(&root.join("master.m3u8").to_string_lossy());
     check_probe(&root.join("vod.m3u8").to_string_lossy());
     for t in ["v0", "v1", "v2", "audio"] {
@@ -71,7 +72,8 @@ async fn filesystem_tree_plays() {
 async fn s3_tree_survives_a_frozen_bucket() {
     let moto = Moto::start();
     let store = Arc::new(moto.store("aula-hls").await);
-    let store_for_job = store.clone();
+    let (e, id) = start_job(store.clone(), "math", 24, settings());
+    let prefix = format!("math/{id}");
     // The outage runs on its own clock: the job's loop is the one held up by backpressure.
     let frozen = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -89,6 +91,7 @@ async fn s3_tree_survives_a_frozen_bucket() {
     // A viewer's view, through the S3 API: every URI the live playlist names is already stored.
     let watcher = {
         let (frozen, done, cfg) = (frozen.clone(), done.clone(), moto.config("aula-hls"));
+        let prefix = prefix.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -102,7 +105,7 @@ async fn s3_tree_survives_a_frozen_bucket() {
                     if frozen.load(Ordering::SeqCst) {
                         continue;
                     }
-                    let Ok(Some(body)) = store.get("math/b2/v2.m3u8").await else {
+                    let Ok(Some(body)) = store.get(&format!("{prefix}/v2.m3u8")).await else {
                         continue;
                     };
                     let text = String::from_utf8_lossy(&body).into_owned();
@@ -110,7 +113,7 @@ async fn s3_tree_survives_a_frozen_bucket() {
                         if frozen.load(Ordering::SeqCst) || !seen.insert(uri.clone()) {
                             continue;
                         }
-                        match store.get(&format!("math/b2/{uri}")).await {
+                        match store.get(&format!("{prefix}/{uri}")).await {
                             Ok(Some(_)) => {}
                             Ok(None) => {
                                 panic!("the live playlist names {uri}, which is not stored")
@@ -125,22 +128,19 @@ async fn s3_tree_survives_a_frozen_bucket() {
             })
         })
     };
-    let uploader = live_job(store_for_job, "math/b2", 24, |_| {}).await;
+    let status = finished(&e, &id).await;
     done.store(true, Ordering::SeqCst);
     outage.join().expect("outage thread");
     let checked = watcher.join().expect("no playlist named a missing object");
-    let stats = uploader.stats();
-    eprintln!("uploader: {stats:?}, checked {checked} URIs live");
-    assert!(
-        stats.failed_attempts.load(Ordering::Relaxed) > 0,
-        "the outage was felt"
-    );
+    eprintln!("job: {status:?}, checked {checked} URIs live");
+    assert!(status.upload_failed_attempts > 0, "the outage was felt");
+    assert!(status.upload_blocked_ms > 0, "backpressure held the job");
     assert!(checked > 30, "only {checked} URIs checked");
     // Nothing lost: mirror what the playlists name (every object must exist) and play it.
     let dir = std::env::temp_dir().join(format!("aula-hls-s3-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for master in ["master.m3u8", "vod.m3u8"] {
-        mirror(&store, "math/b2", master, &dir).await;
+        mirror(&store, &prefix, master, &dir).await;
     }
     for t in ["v0", "v1", "v2", "audio"] {
         let text = std::fs::read_to_string(dir.join(format!("{t}-vod.m3u8"))).expect("vod");
@@ -148,6 +148,38 @@ async fn s3_tree_survives_a_frozen_bucket() {
     }
     check_probe(&dir.join("master.m3u8").to_string_lossy());
     check_probe(&dir.join("vod.m3u8").to_string_lossy());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_recording_old_segments_are_deleted() {
+    let dir = std::env::temp_dir().join(format!("aula-hls-del-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(Store::Fs(FsStore::new(&dir)));
+    let s = egress::HlsSettings {
+        keep_recording: false,
+        window: 3,
+        ..settings()
+    };
+    let (e, id) = start_job(store, "math", 20, s);
+    let status = finished(&e, &id).await;
+    let root = dir.join("math").join(&id);
+    assert!(!root.join("vod.m3u8").exists() && !root.join("v2-vod.m3u8").exists());
+    let text = std::fs::read_to_string(root.join("v2.m3u8")).expect("live playlist");
+    let pl = parse_media_playlist_res(text.as_bytes()).expect("parses");
+    assert!(pl.end_list && pl.segments.len() == 3, "{text}");
+    for uri in named(&text) {
+        assert!(root.join(&uri).exists(), "{uri} is named but gone");
+    }
+    // A window of 3 kept twice over: the oldest segments and their parts were deleted.
+    let first = format!("v2/{}-0.m4s", status.epoch);
+    let first_part = format!("v2/{}-0.0.m4s", status.epoch);
+    assert!(!root.join(&first).exists(), "{first} still stored");
+    assert!(
+        !root.join(&first_part).exists(),
+        "{first_part} still stored"
+    );
+    check_probe(&root.join("master.m3u8").to_string_lossy());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,0 +1,303 @@
+//! One egress job: transcoder events -> packager -> ordered uploads; blocking playlist
+//! requests are released only once the playlist they wait for is stored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hls::{LiveIndex, Object, Packager, PackagerConfig, Store, UploadStats, Uploader};
+use ladders::Ladder;
+use serde::Serialize;
+use tracing::{info, warn};
+use transcoder::{Event, RenditionId, TranscodeSpec, Transcoder};
+
+use crate::settings::HlsSettings;
+use crate::source::Source;
+use crate::tracks::{track_infos, track_name};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Starting,
+    Live,
+    Ended,
+    Failed,
+}
+
+/// What `GET /api/egress` reports for a job.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub room: String,
+    pub broadcast: String,
+    pub profile: String,
+    pub source: String,
+    pub state: JobState,
+    pub error: Option<String>,
+    /// This run's epoch (part of its object names).
+    pub epoch: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// Segments taken over from an earlier run of this broadcast (a restart), per track.
+    pub resumed_segments: usize,
+    /// Segments completed by this run (top video rendition).
+    pub segments: u64,
+    pub parts: u64,
+    pub keyframe_requests: u64,
+    pub packets_in: u64,
+    pub packets_rejected: u64,
+    /// Media produced per wall second (1.0 = real time).
+    pub encoder_speed: f64,
+    pub objects_stored: u64,
+    pub bytes_stored: u64,
+    /// Time from queueing to stored of the latest object.
+    pub upload_lag_ms: u64,
+    /// Time the job waited for room in the upload queue (storage slower than the stream).
+    pub upload_blocked_ms: u64,
+    pub upload_failed_attempts: u64,
+    pub upload_queued: u64,
+}
+
+/// A running or finished job as the service holds it.
+pub struct JobShared {
+    pub(crate) status: Mutex<JobStatus>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) done: tokio::sync::watch::Sender<bool>,
+    uploads: Mutex<Option<Arc<UploadStats>>>,
+}
+
+impl JobShared {
+    pub(crate) fn new(status: JobStatus) -> JobShared {
+        JobShared {
+            status: Mutex::new(status),
+            stop: Arc::new(AtomicBool::new(false)),
+            done: tokio::sync::watch::channel(false).0,
+            uploads: Mutex::new(None),
+        }
+    }
+
+    /// The status with the upload counters as they are now.
+    pub fn snapshot(&self) -> Option<JobStatus> {
+        let mut s = self.status.lock().ok()?.clone();
+        if let Some(u) = self.uploads.lock().ok()?.as_ref() {
+            s.objects_stored = u.stored.load(Ordering::Relaxed);
+            s.bytes_stored = u.bytes.load(Ordering::Relaxed);
+            s.upload_lag_ms = u.last_lag_ms.load(Ordering::Relaxed);
+            s.upload_blocked_ms = u.blocked_ms.load(Ordering::Relaxed);
+            s.upload_failed_attempts = u.failed_attempts.load(Ordering::Relaxed);
+            s.upload_queued = u.queued.load(Ordering::Relaxed);
+        }
+        Some(s)
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut JobStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+pub(crate) struct JobRun {
+    pub prefix: String,
+    pub ladder: Ladder,
+    pub settings: HlsSettings,
+    pub store: Arc<Store>,
+    pub live: LiveIndex,
+    /// Continue an earlier run's playlists under `prefix` when they are there.
+    pub resume: bool,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Runs the job to its end; the outcome is in `shared`'s status.
+pub(crate) async fn run(job: JobRun, source: Source, shared: Arc<JobShared>) {
+    let result = run_inner(job, source, &shared).await;
+    shared.update(|s| {
+        s.ended_at = Some(now());
+        match result {
+            Ok(()) => s.state = JobState::Ended,
+            Err(e) => {
+                warn!(job = %s.id, error = %e, "egress job failed");
+                s.state = JobState::Failed;
+                s.error = Some(e);
+            }
+        }
+    });
+    if let Some(s) = shared.snapshot() {
+        info!(job = %s.id, state = ?s.state, segments = s.segments, bytes = s.bytes_stored, "egress job over");
+    }
+    shared.done.send_replace(true);
+}
+
+async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Result<(), String> {
+    let epoch = shared
+        .status
+        .lock()
+        .map(|s| s.epoch.clone())
+        .map_err(|_| "job state poisoned".to_string())?;
+    let segment_target = job.ladder.keyframe_interval_s();
+    let mut packager = Packager::new(
+        PackagerConfig {
+            prefix: job.prefix.clone(),
+            epoch,
+            segment_target,
+            part_target: job.settings.part_s,
+            window: job.settings.window,
+            delete_old: !job.settings.keep_recording,
+        },
+        track_infos(&job.ladder),
+    );
+    if job.resume {
+        let resumed = resume(&mut packager, &job.store).await?;
+        shared.update(|s| s.resumed_segments = resumed);
+    }
+    let uploader = Uploader::spawn(job.store.clone(), job.settings.upload_queue);
+    if let Ok(mut u) = shared.uploads.lock() {
+        *u = Some(uploader.stats().clone());
+    }
+    let (video, audio) = source.inputs();
+    let mut spec = TranscodeSpec::new(job.ladder.clone(), video, audio);
+    spec.part_duration = Duration::from_secs_f64(job.settings.part_s);
+    let (tc, mut rx) = Transcoder::start(spec).map_err(|e| e.to_string())?;
+    let tc = Arc::new(tc);
+    let feeder = {
+        let (tc, stop) = (tc.clone(), shared.stop.clone());
+        tokio::task::spawn_blocking(move || source.feed(tc, stop))
+    };
+    let tracks: Vec<String> = packager.tracks().map(|t| t.name.clone()).collect();
+    let top = track_name(RenditionId::Video(job.ladder.rungs.len().saturating_sub(1)));
+    let target = Duration::from_secs_f64(segment_target.round().max(1.0));
+    let mut masters_written = 0u64;
+    let mut closed_tracks = std::collections::HashSet::new();
+    let mut audio_segments = 0u64;
+    let mut failure: Option<String> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = tick.tick() => {
+                let st = tc.stats();
+                shared.update(|s| {
+                    s.packets_in = st.packets_in;
+                    s.packets_rejected = st.packets_rejected;
+                    s.keyframe_requests = st.keyframe_requests;
+                    s.parts = st.parts_out;
+                    if st.wall > Duration::from_secs(2) {
+                        s.encoder_speed = st.media_out.as_secs_f64() / st.wall.as_secs_f64();
+                    }
+                });
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            Event::Init(i) => {
+                for o in packager.on_init(&track_name(i.rendition), i.data) {
+                    uploader.put(o).await;
+                }
+            }
+            Event::Part(p) => {
+                let name = track_name(p.rendition);
+                let before = packager.state(&name).map_or(0, |s| s.segments.len());
+                let objs = packager.on_part(&name, p.independent, p.duration, p.wallclock, p.data);
+                let closed = packager.state(&name).map_or(0, |s| s.segments.len()) > before;
+                put_all(&uploader, objs).await;
+                if let Some(pos) = packager.position(&name) {
+                    let (live, key) = (job.live.clone(), format!("{}/{name}.m3u8", job.prefix));
+                    uploader.then(move || live.publish(&key, pos, target)).await;
+                }
+                if closed {
+                    if p.rendition == RenditionId::Audio {
+                        audio_segments += 1;
+                    }
+                    if name == top {
+                        shared.update(|s| s.segments += 1);
+                    }
+                    for k in packager.expired() {
+                        uploader.delete(k).await;
+                    }
+                    // The master names measured bandwidth: first once every track has a
+                    // complete segment, then refreshed every few segments.
+                    closed_tracks.insert(name);
+                    let all = closed_tracks.len() == tracks.len();
+                    if all && (masters_written == 0 || audio_segments.is_multiple_of(5)) {
+                        masters_written += 1;
+                        put_all(&uploader, packager.masters()).await;
+                        if masters_written == 1 {
+                            // Viewers are sent here only once the master they load is stored.
+                            let shared = shared.clone();
+                            uploader
+                                .then(move || {
+                                    shared.update(|s| {
+                                        if s.state == JobState::Starting {
+                                            s.state = JobState::Live;
+                                        }
+                                    })
+                                })
+                                .await;
+                        }
+                    }
+                }
+            }
+            Event::Error { element, message } => {
+                failure = Some(format!("{element}: {message}"));
+                shared.stop.store(true, Ordering::Relaxed);
+                break;
+            }
+            Event::Finished => break,
+            Event::KeyframeRequest | Event::Stalled { .. } | Event::Resumed { .. } => {}
+        }
+    }
+    // Whatever happened, what was produced becomes a finished (VOD) broadcast.
+    shared.stop.store(true, Ordering::Relaxed);
+    let fed = feeder.await;
+    put_all(&uploader, packager.finish()).await;
+    uploader.flush().await;
+    for t in &tracks {
+        job.live.end(&format!("{}/{t}.m3u8", job.prefix));
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    match fed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("feeder thread: {e}")),
+    }
+}
+
+async fn put_all(uploader: &Uploader, objs: Vec<Object>) {
+    for o in objs {
+        uploader.put(o).await;
+    }
+}
+
+/// Takes over an earlier run's stored playlists; returns the segments taken over per track.
+async fn resume(packager: &mut Packager, store: &Store) -> Result<usize, String> {
+    let names: Vec<String> = packager.tracks().map(|t| t.name.clone()).collect();
+    let mut taken = 0;
+    for t in names {
+        let key = packager.resume_key(&t);
+        match store.get(&key).await {
+            // An ended broadcast or an unreadable playlist is not continued: a new run would
+            // overwrite what viewers already have.
+            Ok(Some(text)) => {
+                taken = packager
+                    .resume_from_playlist(&t, &text)
+                    .map_err(|e| e.to_string())?
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("reading {key}: {e}")),
+        }
+    }
+    if taken > 0 {
+        info!(
+            prefix = packager.prefix(),
+            segments = taken,
+            "continuing an earlier run after a discontinuity"
+        );
+    }
+    Ok(taken)
+}

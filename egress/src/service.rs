@@ -1,0 +1,318 @@
+//! The egress service: starts and tracks jobs, serves their objects through the signed origin,
+//! and tells viewers where a room's broadcast is.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hls::{LiveIndex, Origin, SigningKeys, Store};
+use ladders::Ladder;
+use serde::Serialize;
+use tracing::info;
+
+use crate::error::EgressError;
+use crate::ids::{new_broadcast_id, new_epoch, valid_name};
+use crate::job::{run, JobRun, JobShared, JobState, JobStatus};
+use crate::settings::HlsSettings;
+use crate::source::Source;
+
+#[derive(Clone, Debug, Default)]
+pub struct StartRequest {
+    pub room: String,
+    /// Continue this broadcast (a restarted job); a new id when absent.
+    pub broadcast: Option<String>,
+    /// Ladder profile; the configured default when absent.
+    pub profile: Option<String>,
+}
+
+/// A room's broadcast as a viewer sees it (`GET /api/broadcasts/{room}`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Broadcast {
+    pub room: String,
+    /// `idle` (never broadcast here), `starting` (no playable segment yet), `live`, `ended`.
+    pub state: &'static str,
+    pub broadcast: Option<String>,
+    pub profile: Option<String>,
+    /// Signed master playlist path (live, or the whole recording once ended).
+    pub hls: Option<String>,
+    /// Signed VOD master (the recording so far); absent when recordings are not kept.
+    pub vod: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    keys: SigningKeys,
+    origin: Origin,
+    live: LiveIndex,
+    settings: HlsSettings,
+    /// Jobs by id (= broadcast id), and each room's latest job.
+    jobs: Mutex<HashMap<String, Arc<JobShared>>>,
+    latest: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+pub struct Egress {
+    inner: Arc<Inner>,
+}
+
+/// A ladder by profile name: the shipped profiles, and `test` (a small 3-rung ladder).
+pub fn ladder(profile: &str) -> Result<Ladder, EgressError> {
+    if profile == "test" {
+        return Ok(transcoder::testsrc::test_ladder());
+    }
+    ladders::shipped(profile).ok_or_else(|| {
+        let names: Vec<&str> = ladders::shipped_names().chain(["test"]).collect();
+        EgressError::UnknownProfile(profile.to_string(), names.join(", "))
+    })
+}
+
+impl Egress {
+    pub fn new(store: Arc<Store>, keys: SigningKeys, settings: HlsSettings) -> Egress {
+        let live = LiveIndex::default();
+        Egress {
+            inner: Arc::new(Inner {
+                origin: Origin::new(store.clone(), keys.clone(), live.clone()),
+                store,
+                keys,
+                live,
+                settings,
+                jobs: Mutex::new(HashMap::new()),
+                latest: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The signed origin (`/s/{token}/{key}`) over this service's storage.
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
+    }
+
+    pub fn settings(&self) -> &HlsSettings {
+        &self.inner.settings
+    }
+
+    /// Starts a job for `req.room` fed by `source`; returns its first status.
+    pub fn start(&self, req: StartRequest, source: Source) -> Result<JobStatus, EgressError> {
+        if !valid_name(&req.room) {
+            return Err(EgressError::BadName(req.room));
+        }
+        let profile = req
+            .profile
+            .clone()
+            .unwrap_or_else(|| self.inner.settings.default_profile.clone());
+        let ladder = ladder(&profile)?;
+        let resume = req.broadcast.is_some();
+        let broadcast = req.broadcast.unwrap_or_else(new_broadcast_id);
+        if !valid_name(&broadcast) {
+            return Err(EgressError::BadName(broadcast));
+        }
+        let status = JobStatus {
+            id: broadcast.clone(),
+            room: req.room.clone(),
+            broadcast: broadcast.clone(),
+            profile,
+            source: source.describe(),
+            state: JobState::Starting,
+            error: None,
+            epoch: new_epoch(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ended_at: None,
+            resumed_segments: 0,
+            segments: 0,
+            parts: 0,
+            keyframe_requests: 0,
+            packets_in: 0,
+            packets_rejected: 0,
+            encoder_speed: 0.0,
+            objects_stored: 0,
+            bytes_stored: 0,
+            upload_lag_ms: 0,
+            upload_blocked_ms: 0,
+            upload_failed_attempts: 0,
+            upload_queued: 0,
+        };
+        let shared = Arc::new(JobShared::new(status.clone()));
+        {
+            let mut jobs = self.jobs_lock();
+            if let Some(j) = jobs.get(&broadcast) {
+                if j.snapshot().is_some_and(|s| !is_over(s.state)) {
+                    return Err(EgressError::AlreadyLive(req.room, broadcast));
+                }
+            }
+            if let Some(id) = self.latest_lock().get(&req.room) {
+                if let Some(s) = jobs.get(id).and_then(|j| j.snapshot()) {
+                    if !is_over(s.state) {
+                        return Err(EgressError::AlreadyLive(req.room, s.id));
+                    }
+                }
+            }
+            jobs.insert(broadcast.clone(), shared.clone());
+            self.latest_lock()
+                .insert(req.room.clone(), broadcast.clone());
+        }
+        info!(room = %req.room, %broadcast, profile = %status.profile, source = %status.source, "egress job starting");
+        let run_args = JobRun {
+            prefix: format!("{}/{}", req.room, broadcast),
+            ladder,
+            settings: self.inner.settings.clone(),
+            store: self.inner.store.clone(),
+            live: self.inner.live.clone(),
+            resume,
+        };
+        tokio::spawn(run(run_args, source, shared));
+        Ok(status)
+    }
+
+    fn jobs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<JobShared>>> {
+        self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn latest_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every job this process knows, newest first.
+    pub fn jobs(&self) -> Vec<JobStatus> {
+        let mut v: Vec<JobStatus> = self
+            .jobs_lock()
+            .values()
+            .filter_map(|j| j.snapshot())
+            .collect();
+        v.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        v
+    }
+
+    pub fn job(&self, id: &str) -> Option<JobStatus> {
+        self.jobs_lock().get(id).and_then(|j| j.snapshot())
+    }
+
+    /// Asks a job to end (its input stops; the recording is finalised).
+    pub fn stop(&self, id: &str) -> Result<(), EgressError> {
+        let jobs = self.jobs_lock();
+        let j = jobs
+            .get(id)
+            .ok_or_else(|| EgressError::NoSuchJob(id.into()))?;
+        j.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until the job has ended or failed, up to `timeout`.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Option<JobStatus> {
+        let j = self.jobs_lock().get(id).cloned()?;
+        let mut rx = j.done.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|d| *d)).await;
+        j.snapshot()
+    }
+
+    /// A signed path for everything under `{room}/{broadcast}/`.
+    pub fn signed_prefix(&self, room: &str, broadcast: &str) -> String {
+        let scope = format!("/{room}/{broadcast}/");
+        let token = self
+            .inner
+            .keys
+            .sign(&scope, Duration::from_secs(self.inner.settings.url_ttl_s));
+        format!("/s/{token}{scope}")
+    }
+
+    /// The room's latest broadcast, with signed URLs for this viewer.
+    pub fn broadcast(&self, room: &str) -> Broadcast {
+        let latest = self.latest_lock().get(room).cloned();
+        let status = latest.and_then(|id| self.job(&id));
+        let Some(s) = status else {
+            return Broadcast {
+                room: room.into(),
+                state: "idle",
+                broadcast: None,
+                profile: None,
+                hls: None,
+                vod: None,
+                started_at: None,
+                ended_at: None,
+            };
+        };
+        let base = self.signed_prefix(room, &s.broadcast);
+        let keep = self.inner.settings.keep_recording;
+        // A failed job that produced nothing has no playlist to offer.
+        let playable = s.state == JobState::Live || (is_over(s.state) && s.segments > 0);
+        Broadcast {
+            room: room.into(),
+            state: match s.state {
+                JobState::Starting => "starting",
+                JobState::Live => "live",
+                JobState::Ended | JobState::Failed => "ended",
+            },
+            hls: playable.then(|| format!("{base}master.m3u8")),
+            vod: (playable && keep).then(|| format!("{base}vod.m3u8")),
+            broadcast: Some(s.broadcast),
+            profile: Some(s.profile),
+            started_at: Some(s.started_at),
+            ended_at: s.ended_at,
+        }
+    }
+
+    /// Prometheus text for the egress jobs.
+    pub fn render_metrics(&self, out: &mut String) {
+        let jobs = self.jobs();
+        let count = |st: JobState| jobs.iter().filter(|j| j.state == st).count();
+        out.push_str("# TYPE aula_egress_jobs gauge\n");
+        for (name, st) in [
+            ("starting", JobState::Starting),
+            ("live", JobState::Live),
+            ("ended", JobState::Ended),
+            ("failed", JobState::Failed),
+        ] {
+            let _ = writeln!(out, "aula_egress_jobs{{state=\"{name}\"}} {}", count(st));
+        }
+        let sum = |f: fn(&JobStatus) -> u64| jobs.iter().map(f).sum::<u64>();
+        let _ = writeln!(
+            out,
+            "# TYPE aula_egress_parts_total counter\naula_egress_parts_total {}",
+            sum(|j| j.parts)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE aula_egress_segments_total counter\naula_egress_segments_total {}",
+            sum(|j| j.segments)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE aula_egress_bytes_stored_total counter\naula_egress_bytes_stored_total {}",
+            sum(|j| j.bytes_stored)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE aula_egress_upload_failed_attempts_total counter\naula_egress_upload_failed_attempts_total {}",
+            sum(|j| j.upload_failed_attempts)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE aula_egress_upload_blocked_ms_total counter\naula_egress_upload_blocked_ms_total {}",
+            sum(|j| j.upload_blocked_ms)
+        );
+        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_upload_queued gauge\n");
+        for j in jobs.iter().filter(|j| !is_over(j.state)) {
+            let _ = writeln!(
+                out,
+                "aula_egress_upload_lag_ms{{job=\"{}\"}} {}",
+                j.id, j.upload_lag_ms
+            );
+            let _ = writeln!(
+                out,
+                "aula_egress_encoder_speed{{job=\"{}\"}} {:.3}",
+                j.id, j.encoder_speed
+            );
+            let _ = writeln!(
+                out,
+                "aula_egress_upload_queued{{job=\"{}\"}} {}",
+                j.id, j.upload_queued
+            );
+        }
+    }
+}
+
+fn is_over(s: JobState) -> bool {
+    matches!(s, JobState::Ended | JobState::Failed)
+}

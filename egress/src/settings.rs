@@ -1,0 +1,51 @@
+use serde::{Deserialize, Serialize};
+
+/// How broadcasts are packaged (`[hls]` in aula.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsSettings {
+    /// LL-HLS part target, seconds (0.2 ..= 1.0).
+    pub part_s: f64,
+    /// Complete segments in the live playlist.
+    pub window: usize,
+    /// Keep the whole recording (event playlist -> VOD). Off: segments that left the live
+    /// window are deleted and there is no VOD.
+    pub keep_recording: bool,
+    /// Objects waiting for storage before a job is held back (backpressure).
+    pub upload_queue: usize,
+    /// Lifetime of the signed viewer URLs handed out, seconds.
+    pub url_ttl_s: u64,
+    /// Ladder profile when a request names none.
+    pub default_profile: String,
+    /// Seconds a job may go without input before it ends itself.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for HlsSettings {
+    fn default() -> Self {
+        HlsSettings {
+            part_s: 0.5,
+            window: 6,
+            keep_recording: true,
+            upload_queue: 256,
+            url_ttl_s: 6 * 3600,
+            default_profile: "global".into(),
+            idle_timeout_s: 30,
+        }
+    }
+}
+
+impl HlsSettings {
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.2..=1.0).contains(&self.part_s) {
+            return Err(format!("hls.part_s {} is outside 0.2..=1.0", self.part_s));
+        }
+        if self.window < 3 {
+            return Err(format!("hls.window {} is below 3 segments", self.window));
+        }
+        if self.upload_queue == 0 {
+            return Err("hls.upload_queue must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Copies the front-end packages the pages use from npm (web/node_modules) into web/vendor/,
+# which is embedded into the aula binary. Run after changing versions in web/package.json;
+# the test script checks the vendored copies match npm.
+set -euo pipefail
+cd "$(dirname "$0")/../web"
+[ -d node_modules/hls.js ] || npm ci --no-audit --no-fund
+mkdir -p vendor
+cp node_modules/hls.js/dist/hls.min.js vendor/hls.min.js
+cp node_modules/hls.js/LICENSE vendor/hls.js.LICENSE
+if [ "${1:-}" = "--check" ]; then
+  git diff --exit-code -- vendor/ || { echo "web/vendor is stale: run scripts/build-web.sh and commit" >&2; exit 1; }
+fi

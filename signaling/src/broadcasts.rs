@@ -1,0 +1,154 @@
+//! HLS delivery and egress over HTTP: the signed origin (`/s/{token}/...`), broadcast status
+//! for viewers, and the egress job API for admins.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use egress::{Source, StartRequest};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::token::TokenError;
+
+fn egress(s: &AppState) -> Result<&egress::Egress, ApiError> {
+    s.egress
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("egress is not configured on this server".into()))
+}
+
+/// `GET /s/{token}/{room}/{broadcast}/...`: token checked and stripped, object served.
+pub async fn origin(State(s): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let Ok(e) = egress(&s) else {
+        return (StatusCode::NOT_FOUND, "no HLS here\n").into_response();
+    };
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let r = e.origin().handle(uri.path(), uri.query(), range).await;
+    let mut b = Response::builder().status(r.status);
+    for (k, v) in r.headers {
+        b = b.header(k, v);
+    }
+    b.body(Body::from(r.body))
+        .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad response\n").into_response())
+}
+
+/// `GET /api/broadcasts/{room}`: state and signed URLs for a viewer of the room.
+pub async fn broadcast(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let e = egress(&s)?;
+    if !s.public_broadcasts {
+        let c = s.bearer(&headers, &room)?;
+        if !c.grants.subscribe && !c.grants.admin {
+            return Err(TokenError::MissingGrant("subscribe").into());
+        }
+    }
+    Ok(Json(e.broadcast(&room)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    room: String,
+    /// `test`: a test pattern (no camera). Room tracks come with the SFU source.
+    source: String,
+    profile: Option<String>,
+    broadcast: Option<String>,
+    /// Test pattern only: end after this many seconds.
+    seconds: Option<u64>,
+}
+
+/// `POST /api/egress` (admin): start a job.
+pub async fn start(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let e = egress(&s)?;
+    let req: StartBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("bad egress request: {err}")))?;
+    admin(&s, &headers, &req.room)?;
+    let source = match req.source.as_str() {
+        "test" => Source::TestPattern {
+            seconds: req.seconds,
+            width: 640,
+            height: 360,
+        },
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown source {other:?} (test)"
+            )))
+        }
+    };
+    let status = e
+        .start(
+            StartRequest {
+                room: req.room,
+                broadcast: req.broadcast,
+                profile: req.profile,
+            },
+            source,
+        )
+        .map_err(egress_error)?;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+/// `GET /api/egress` (admin of `*`): every job.
+pub async fn list(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let e = egress(&s)?;
+    admin(&s, &headers, "*")?;
+    Ok(Json(e.jobs()).into_response())
+}
+
+/// `GET /api/egress/{id}` (admin).
+pub async fn get(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let e = egress(&s)?;
+    let j = e
+        .job(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
+    admin(&s, &headers, &j.room)?;
+    Ok(Json(j).into_response())
+}
+
+/// `DELETE /api/egress/{id}` (admin): end the job; the recording is finalised.
+pub async fn stop(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let e = egress(&s)?;
+    let j = e
+        .job(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
+    admin(&s, &headers, &j.room)?;
+    e.stop(&id).map_err(egress_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn admin(s: &AppState, headers: &HeaderMap, room: &str) -> Result<(), ApiError> {
+    let c = s.bearer(headers, room)?;
+    if !c.grants.admin {
+        return Err(TokenError::MissingGrant("admin").into());
+    }
+    Ok(())
+}
+
+fn egress_error(e: egress::EgressError) -> ApiError {
+    use egress::EgressError as E;
+    match e {
+        E::AlreadyLive(..) => ApiError::Conflict(e.to_string()),
+        E::NoSuchJob(_) => ApiError::NotFound(e.to_string()),
+        E::UnknownProfile(..) | E::BadName(_) | E::Resume(..) => {
+            ApiError::BadRequest(e.to_string())
+        }
+        E::Storage(_) | E::Transcode(_) => ApiError::Unavailable(e.to_string()),
+    }
+}

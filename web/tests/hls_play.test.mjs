@@ -1,0 +1,119 @@
+// A 20 s live egress job (test pattern -> transcoder -> LL-HLS -> storage) watched with hls.js
+// in headless Chromium through the signed origin: the live master plays on two forced quality
+// levels with audio, and after the end the VOD plays from the start. Once on the filesystem,
+// once on a real S3 server (moto) on loopback.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitFor, sleep, startMoto } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+const watchState = (page) => page.evaluate(() => {
+  const w = window.aulaWatch;
+  const v = document.querySelector('#video');
+  return {
+    mode: w.mode,
+    state: w.broadcast?.state,
+    frames: v.getVideoPlaybackQuality().totalVideoFrames,
+    width: v.videoWidth,
+    height: v.videoHeight,
+    time: v.currentTime,
+    duration: v.duration,
+    audioBytes: v.webkitAudioDecodedByteCount,
+    levels: w.hls ? w.hls.levels.map((l) => l.height) : [],
+    level: w.hls ? w.hls.currentLevel : null,
+    latency: w.hls ? w.hls.latency : null,
+    errors: w.errors.filter((e) => e.includes("fatal")),
+    allErrors: w.errors,
+  };
+});
+
+async function api(server, method, path, token, body) {
+  const r = await fetch(`${server.base}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  return { status: r.status, json: text.startsWith('{') || text.startsWith('[') ? JSON.parse(text) : text };
+}
+
+for (const backend of ['fs', 's3']) {
+  test(`live LL-HLS then VOD in hls.js (${backend} storage)`, async (t) => {
+    let moto = null;
+    let env = {};
+    if (backend === 's3') {
+      moto = await startMoto();
+      env = {
+        AULA_STORAGE__BACKEND: 's3',
+        AULA_STORAGE__S3__ENDPOINT: moto.endpoint,
+        AULA_STORAGE__S3__REGION: 'us-east-1',
+        AULA_STORAGE__S3__BUCKET: 'aula-test',
+        AULA_STORAGE__S3__ACCESS_KEY_ID: 'test',
+        AULA_STORAGE__S3__SECRET_ACCESS_KEY: 'test',
+        AULA_STORAGE__S3__CREATE_BUCKET: 'true',
+      };
+    }
+    const server = await startServer(env);
+    t.after(async () => { await server.stop(); moto?.stop(); });
+    const room = `hls-${backend}`;
+    const admin = server.token('*', 'ops', ['--admin']);
+    const viewer = server.token(room, 'viewer', []);
+
+    // Before anything is broadcast the room is idle; a viewer token is needed.
+    assert.equal((await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json.state, 'idle');
+    assert.equal((await api(server, 'GET', `/api/broadcasts/${room}`, 'nope')).status, 401);
+    // Only admins start jobs; bad requests say what is wrong.
+    assert.equal((await api(server, 'POST', '/api/egress', viewer, { room, source: 'test' })).status, 403);
+    const bad = await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'nope' });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json, /unknown ladder profile "nope"/);
+
+    const started = await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'test', seconds: 20 });
+    assert.equal(started.status, 201, JSON.stringify(started.json));
+    const job = started.json.id;
+    assert.equal((await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'test' })).status, 409);
+
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/watch/${room}?token=${viewer}`);
+    const live = await waitFor(async () => { const s = await watchState(page); return s.mode === 'live' && s.frames > 20 && s; }, 30_000, 'live playback');
+    assert.deepEqual(live.levels, [144, 240, 360], 'the ladder, audio-only aside');
+
+    // Force the lowest and the highest rung: each decodes at its own size.
+    for (const [level, height] of [[0, 144], [2, 360]]) {
+      await page.evaluate((l) => { window.aulaWatch.hls.currentLevel = l; }, level);
+      const s = await waitFor(async () => { const s = await watchState(page); return s.height === height && s; }, 15_000, `level ${level} at ${height}p`);
+      const f0 = s.frames;
+      await sleep(1500);
+      const s2 = await watchState(page);
+      assert.ok(s2.frames > f0 + 10, `level ${level} keeps decoding: ${f0} -> ${s2.frames} ${JSON.stringify(s2)}`);
+    }
+    const s = await watchState(page);
+    assert.ok(s.audioBytes > 0, 'audio decoded');
+    assert.ok(Number.isFinite(s.latency) && s.latency > 0 && s.latency < 10, `live latency ${s.latency}`);
+    assert.deepEqual(s.errors, []);
+
+    // The origin refuses a missing or tampered token and serves byte ranges.
+    const b = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json;
+    assert.equal((await fetch(`${server.base}${b.hls.replace(/\/s\/[^/]+\//, '/s/x.1.a.b/')}`)).status, 403);
+    const ranged = await fetch(`${server.base}${b.hls}`, { headers: { Range: 'bytes=0-6' } });
+    assert.equal(ranged.status, 206);
+    assert.equal(await ranged.text(), '#EXTM3U');
+
+    // The job ends by itself after 20 s; the recording becomes VOD.
+    const done = await waitFor(async () => { const j = (await api(server, 'GET', `/api/egress/${job}`, admin)).json; return j.state !== 'live' && j.state !== 'starting' && j; }, 40_000, 'job end');
+    assert.equal(done.state, 'ended', JSON.stringify(done));
+    assert.ok(done.segments >= 8, `segments ${done.segments}`);
+    const metrics = await (await fetch(`${server.base}/metrics`)).text();
+    assert.match(metrics, /aula_egress_jobs\{state="ended"\} 1/);
+
+    const vod = await (await browser.newContext()).newPage();
+    await vod.goto(`${server.base}/watch/${room}?token=${viewer}`);
+    const v = await waitFor(async () => { const s = await watchState(vod); return s.mode === 'vod' && s.frames > 30 && s; }, 30_000, 'VOD playback');
+    assert.ok(v.duration > 16 && v.duration < 24, `VOD duration ${v.duration}`);
+    assert.ok(v.time < 8, `VOD plays from the start (at ${v.time})`);
+    assert.equal(v.state, 'ended');
+  });
+}

@@ -1,0 +1,87 @@
+// /watch/{room}: plays the room's broadcast over HLS (hls.js; Safari plays it natively).
+// Asks /api/broadcasts/{room} for signed URLs (the ladder follows ?geo= or the CDN's country
+// header), plays LL-HLS while live and the recording from the start once it ended.
+import { $, log, params, room, token } from './common.js';
+
+const video = $('#video');
+const status = (s) => { $('#status').textContent = s; };
+$('#room-name').textContent = room;
+
+const state = { hls: null, url: null, key: null, mode: null, errors: [], levelsPlayed: new Set() };
+window.aulaWatch = state;
+
+async function broadcast() {
+  const q = params.get('geo') ? `?geo=${encodeURIComponent(params.get('geo'))}` : '';
+  const r = await fetch(`/api/broadcasts/${encodeURIComponent(room)}${q}`, {
+    headers: token ? { Authorization: `Bearer ${token}` } : {},
+  });
+  if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
+  return r.json();
+}
+
+function fillQualities(hls) {
+  const sel = $('#quality');
+  sel.innerHTML = '<option value="-1">auto</option>';
+  hls.levels.forEach((l, i) => {
+    const o = document.createElement('option');
+    o.value = String(i);
+    o.textContent = l.height ? `${l.height}p ${Math.round(l.bitrate / 1000)} kbit/s` : `audio ${Math.round(l.bitrate / 1000)} kbit/s`;
+    sel.append(o);
+  });
+  sel.onchange = () => { hls.currentLevel = Number(sel.value); log(`quality ${sel.selectedOptions[0].textContent}`); };
+}
+
+function play(url, mode, id) {
+  // Each status answer carries a freshly signed URL: reload only for another broadcast or mode.
+  const key = `${id}/${mode}`;
+  if (state.key === key) return;
+  state.key = key;
+  state.url = url;
+  state.mode = mode;
+  if (state.hls) state.hls.destroy();
+  if (!window.Hls || !Hls.isSupported()) {
+    video.src = url; // Safari: native HLS
+    return;
+  }
+  const hls = new Hls({ lowLatencyMode: mode === 'live', liveSyncDurationCount: 3 });
+  state.hls = hls;
+  hls.on(Hls.Events.MANIFEST_PARSED, () => { fillQualities(hls); log(`${mode}: ${hls.levels.length} levels`); video.play().catch(() => {}); });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
+    const l = hls.levels[d.level];
+    $('#level').textContent = l ? `${l.height || 'audio'}p` : '';
+  });
+  hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => { if (d.frag.type === 'main') state.levelsPlayed.add(d.frag.level); });
+  hls.on(Hls.Events.ERROR, (_, d) => {
+    state.errors.push(`${d.type}/${d.details}${d.fatal ? ' fatal' : ''}`);
+    if (d.fatal) {
+      log(`player error ${d.details}`);
+      if (d.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+      else setTimeout(() => { state.key = null; }, 2000);
+    }
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  if (mode === 'vod') video.currentTime = 0;
+}
+
+setInterval(() => {
+  if (state.hls && state.mode === 'live' && Number.isFinite(state.hls.latency)) {
+    $('#latency').textContent = `latency ${state.hls.latency.toFixed(1)} s`;
+  }
+}, 500);
+
+async function poll() {
+  try {
+    const b = await broadcast();
+    state.broadcast = b;
+    status(b.state);
+    if (b.state === 'live' && b.hls) play(b.hls, 'live', b.broadcast);
+    // A finished broadcast plays from the start; a live viewer keeps watching to the end.
+    if (b.state === 'ended' && b.hls && state.mode !== 'live') play(b.vod || b.hls, 'vod', b.broadcast);
+  } catch (e) {
+    status('error');
+    log(`broadcast status: ${e.message}`);
+  }
+  setTimeout(poll, state.mode ? 5000 : 1000);
+}
+poll();
