@@ -69,12 +69,17 @@ impl Store {
     }
 }
 
-/// Keys are relative, `/`-separated, without empty, `.` or `..` segments.
+/// Keys are relative, `/`-separated, without empty, `.` or `..` segments or control characters.
 pub fn check_key(key: &str) -> Result<(), StorageError> {
     let ok = !key.is_empty()
         && key.len() <= 1024
         && key.split('/').all(|s| {
-            !s.is_empty() && s != "." && s != ".." && !s.contains('\\') && !s.starts_with(".tmp-")
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && !s.contains('\\')
+                && !s.starts_with(".tmp-")
+                && !s.chars().any(char::is_control)
         });
     if ok {
         Ok(())
