@@ -32,7 +32,9 @@ async function goLive() {
     if (pc.connectionState === 'failed') setStatus('failed');
   };
   await pc.setLocalDescription(await pc.createOffer());
-  const r = await fetch(`/whip/${encodeURIComponent(room)}`, {
+  // ?profile= picks the HLS ladder of the broadcast's egress.
+  const q = params.get('profile') ? `?profile=${encodeURIComponent(params.get('profile'))}` : '';
+  const r = await fetch(`/whip/${encodeURIComponent(room)}${q}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
     body: pc.localDescription.sdp,

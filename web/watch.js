@@ -7,7 +7,7 @@ const video = $('#video');
 const status = (s) => { $('#status').textContent = s; };
 $('#room-name').textContent = room;
 
-const state = { hls: null, url: null, key: null, mode: null, errors: [], levelsPlayed: new Set() };
+const state = { hls: null, url: null, key: null, mode: null, errors: [], levelsPlayed: new Set(), fragStarts: {} };
 window.aulaWatch = state;
 
 async function broadcast() {
@@ -50,7 +50,20 @@ function play(url, mode, id) {
     const l = hls.levels[d.level];
     $('#level').textContent = l ? `${l.height || 'audio'}p` : '';
   });
-  hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => { if (d.frag.type === 'main') state.levelsPlayed.add(d.frag.level); });
+  hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
+    const f = d.frag;
+    if (f.type === 'main') state.levelsPlayed.add(f.level);
+    // Media time each segment starts at, per track: audio and video segments of one sequence
+    // number should start together (A/V sync, checked by tests).
+    if (typeof f.sn === 'number') (state.fragStarts[f.type] ||= {})[f.sn] = f.startPTS ?? f.start;
+  });
+  // Where audio and video sit on the media timeline (A/V alignment, for tests and debugging).
+  hls.on(Hls.Events.BUFFER_APPENDED, (_, d) => {
+    state.ranges = {};
+    for (const [kind, r] of Object.entries(d.timeRanges || {})) {
+      if (r && r.length) state.ranges[kind] = [r.start(0), r.end(r.length - 1)];
+    }
+  });
   hls.on(Hls.Events.ERROR, (_, d) => {
     state.errors.push(`${d.type}/${d.details}${d.fatal ? ' fatal' : ''}`);
     if (d.fatal) {

@@ -202,13 +202,27 @@ fn serve(cfg: Config) -> Result<()> {
             cfg.signing_keys()?,
             cfg.hls.clone(),
         );
-        let state = AppState::new(sfu, keys).with_egress(egress, cfg.signing.public_broadcasts);
+        let state =
+            AppState::new(sfu, keys).with_egress(egress.clone(), cfg.signing.public_broadcasts);
         let app = signaling::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("HTTP server failed")
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopping.await;
+                })
+                .await
+        });
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down: finishing egress jobs");
+        // Running broadcasts are finalised (VOD playlists written) before the process ends.
+        egress.shutdown(Duration::from_secs(20)).await;
+        let _ = stopping_tx.send(());
+        // Players keep connections open (blocking reloads, keep-alive): do not wait for them long.
+        match tokio::time::timeout(Duration::from_secs(3), server).await {
+            Ok(Ok(r)) => r.context("HTTP server failed"),
+            Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server task: {e}")),
+            Err(_) => Ok(()),
+        }
     })
 }

@@ -157,7 +157,15 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     if let Ok(mut u) = shared.uploads.lock() {
         *u = Some(uploader.stats().clone());
     }
-    let (video, audio) = source.inputs();
+    let (source, inputs) = tokio::task::spawn_blocking(move || {
+        let mut source = source;
+        let inputs = source.prepare();
+        (source, inputs)
+    })
+    .await
+    .map_err(|e| format!("source thread: {e}"))?;
+    let (video, audio) = inputs?;
+    let keyframe = source.keyframe_requester();
     let mut spec = TranscodeSpec::new(job.ladder.clone(), video, audio);
     spec.part_duration = Duration::from_secs_f64(job.settings.part_s);
     let (tc, mut rx) = Transcoder::start(spec).map_err(|e| e.to_string())?;
@@ -247,7 +255,12 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                 break;
             }
             Event::Finished => break,
-            Event::KeyframeRequest | Event::Stalled { .. } | Event::Resumed { .. } => {}
+            Event::KeyframeRequest => {
+                if let Some(k) = &keyframe {
+                    k();
+                }
+            }
+            Event::Stalled { .. } | Event::Resumed { .. } => {}
         }
     }
     // Whatever happened, what was produced becomes a finished (VOD) broadcast.

@@ -207,6 +207,24 @@ impl Egress {
         j.snapshot()
     }
 
+    /// Ends every running job and waits (up to `timeout`) until each has finalised its playlists.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let running: Vec<String> = self
+            .jobs()
+            .into_iter()
+            .filter(|j| !is_over(j.state))
+            .map(|j| j.id)
+            .collect();
+        for id in &running {
+            let _ = self.stop(id);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        for id in &running {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.wait(id, left).await;
+        }
+    }
+
     /// A signed path for everything under `{room}/{broadcast}/`.
     pub fn signed_prefix(&self, room: &str, broadcast: &str) -> String {
         let scope = format!("/{room}/{broadcast}/");

@@ -19,6 +19,8 @@ pub struct HlsSettings {
     pub default_profile: String,
     /// Seconds a job may go without input before it ends itself.
     pub idle_timeout_s: u64,
+    /// Start a job for every WHIP broadcast.
+    pub auto_egress: bool,
 }
 
 impl Default for HlsSettings {
@@ -31,6 +33,7 @@ impl Default for HlsSettings {
             url_ttl_s: 6 * 3600,
             default_profile: "global".into(),
             idle_timeout_s: 30,
+            auto_egress: true,
         }
     }
 }

@@ -4,10 +4,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sfu::tap::{RtpPacketizer, Tap, TapCodec, TapFrame};
 use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{AudioInput, Transcoder, VideoCodec, VideoInput};
 
+/// How long a room source waits for its first frames before giving up.
+const FIRST_MEDIA: Duration = Duration::from_secs(15);
+/// After the first video frame, how long to wait for audio before going video-only.
+const AUDIO_GRACE: Duration = Duration::from_secs(2);
+
 pub enum Source {
+    /// A room's broadcaster, tapped in-process from the SFU. Ends when the publisher leaves or
+    /// sends nothing for `idle`.
+    Room {
+        tap: Tap,
+        idle: Duration,
+        /// Frames read while finding out what the publisher sends.
+        early: Vec<TapFrame>,
+    },
     /// A test picture (SMPTE bars) and tone sent as a browser would (VP8 + Opus RTP): checks
     /// storage, CDN and players end to end without a camera. Ends after `seconds`, if given.
     TestPattern {
@@ -20,15 +34,17 @@ pub enum Source {
 impl Source {
     pub fn describe(&self) -> String {
         match self {
+            Source::Room { tap, .. } => format!("room publisher {}", tap.identity),
             Source::TestPattern { width, height, .. } => {
                 format!("test pattern {width}x{height} VP8 + Opus")
             }
         }
     }
 
-    pub(crate) fn inputs(&self) -> (Option<VideoInput>, Option<AudioInput>) {
+    /// What the source sends; a room source reads its first frames to find out (blocking).
+    pub(crate) fn prepare(&mut self) -> Result<(Option<VideoInput>, Option<AudioInput>), String> {
         match self {
-            Source::TestPattern { .. } => (
+            Source::TestPattern { .. } => Ok((
                 Some(VideoInput {
                     codec: VideoCodec::Vp8,
                     payload_type: VIDEO_PT,
@@ -36,7 +52,67 @@ impl Source {
                 Some(AudioInput {
                     payload_type: AUDIO_PT,
                 }),
-            ),
+            )),
+            Source::Room { tap, early, .. } => {
+                let start = Instant::now();
+                let (mut video, mut audio) = (None, false);
+                let mut first_video: Option<Instant> = None;
+                loop {
+                    let waited = start.elapsed();
+                    if audio && video.is_some() {
+                        break;
+                    }
+                    if first_video.is_some_and(|t| t.elapsed() > AUDIO_GRACE) {
+                        break;
+                    }
+                    if waited > FIRST_MEDIA {
+                        if audio {
+                            break; // audio-only broadcast
+                        }
+                        return Err(format!(
+                            "no media from {} within {FIRST_MEDIA:?}",
+                            tap.identity
+                        ));
+                    }
+                    match tap.recv_timeout(Duration::from_millis(100)) {
+                        Ok(f) => {
+                            match (f.video, f.codec) {
+                                (true, TapCodec::Vp8) => video = video.or(Some(VideoCodec::Vp8)),
+                                (true, TapCodec::H264) => video = video.or(Some(VideoCodec::H264)),
+                                (false, TapCodec::Opus) => audio = true,
+                                _ => {}
+                            }
+                            if f.video && first_video.is_none() {
+                                first_video = Some(Instant::now());
+                                // Start on a keyframe rather than wait for the next one.
+                                tap.request_keyframe();
+                            }
+                            early.push(f);
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(format!("{} left before sending media", tap.identity))
+                        }
+                    }
+                }
+                Ok((
+                    video.map(|codec| VideoInput {
+                        codec,
+                        payload_type: VIDEO_PT,
+                    }),
+                    audio.then_some(AudioInput {
+                        payload_type: AUDIO_PT,
+                    }),
+                ))
+            }
+        }
+    }
+
+    /// Asks the source for a keyframe (the transcoder lost one), where it can.
+    pub(crate) fn keyframe_requester(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        match self {
+            Source::Room { tap, .. } => Some(tap.keyframe_requester()),
+            Source::TestPattern { .. } => None,
         }
     }
 
@@ -48,6 +124,47 @@ impl Source {
         stop: Arc<AtomicBool>,
     ) -> Result<(), transcoder::TranscodeError> {
         match self {
+            Source::Room { tap, idle, early } => {
+                let mut video = RtpPacketizer::new(VIDEO_PT, 0x5eed_0000);
+                let mut audio = RtpPacketizer::new(AUDIO_PT, 0xa0d1_0000);
+                let mut push = |f: &TapFrame| {
+                    if f.video {
+                        for p in video.packetize(f) {
+                            let _ = tc.push_video(&p);
+                        }
+                    } else {
+                        for p in audio.packetize(f) {
+                            let _ = tc.push_audio(&p);
+                        }
+                    }
+                };
+                for f in &early {
+                    push(f);
+                }
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match tap.recv_timeout(Duration::from_millis(100)) {
+                        Ok(f) => {
+                            last = Instant::now();
+                            push(&f);
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if last.elapsed() > idle {
+                                tracing::info!(publisher = %tap.identity, ?idle, "no media: ending the job");
+                                break;
+                            }
+                        }
+                        // The publisher left: the broadcast is over.
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                if tap.dropped() > 0 {
+                    tracing::warn!(
+                        dropped = tap.dropped(),
+                        "egress fell behind the publisher: frames were lost"
+                    );
+                }
+            }
             Source::TestPattern {
                 seconds,
                 width,

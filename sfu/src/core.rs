@@ -65,6 +65,23 @@ pub struct Joined {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// Whose media a tap takes.
+#[derive(Clone, Debug)]
+pub enum TapWho {
+    Participant(ParticipantId),
+    Identity(String),
+    /// The room's WHIP publisher, else the first participant publishing.
+    Broadcaster,
+}
+
+/// A new tap's receiving side (see [`Sfu::tap`]).
+pub struct TapOpened {
+    pub participant: ParticipantId,
+    pub identity: String,
+    pub rx: std::sync::mpsc::Receiver<crate::tap::TapFrame>,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Outputs collected while the core runs; drained by the IO layer or a test.
 pub struct Outbox {
     pub(crate) signals: VecDeque<(ParticipantId, Signal)>,
@@ -230,6 +247,43 @@ impl Sfu {
         let r = room.set_preference(now, pid, track, q, out);
         self.drain_room_of(now, pid);
         r
+    }
+
+    /// Starts copying a room broadcaster's media out (see [`Room::tap_candidate`]).
+    pub fn tap(&mut self, room: &str, who: &TapWho) -> Result<TapOpened, SfuError> {
+        let r = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| SfuError::NothingToTap(room.to_string()))?;
+        let pid = match who {
+            TapWho::Participant(p) if r.participants.contains_key(p) => Some(*p),
+            TapWho::Participant(_) => None,
+            TapWho::Identity(i) => r.tap_candidate(Some(i)),
+            TapWho::Broadcaster => r.tap_candidate(None),
+        }
+        .ok_or_else(|| SfuError::NothingToTap(room.to_string()))?;
+        let who = r
+            .participants
+            .get(&pid)
+            .map(|p| p.identity.clone())
+            .unwrap_or_default();
+        let (sink, rx, dropped) = crate::tap::channel(pid);
+        r.add_tap(sink);
+        info!(%room, participant = %pid, identity = %who, "media tapped for egress");
+        Ok(TapOpened {
+            participant: pid,
+            identity: who,
+            rx,
+            dropped,
+        })
+    }
+
+    /// A tap's consumer asks for a keyframe from the tapped publisher.
+    pub fn tap_keyframe(&mut self, now: Instant, pid: ParticipantId) -> Result<(), SfuError> {
+        let (room, out) = self.room_of(pid)?;
+        room.tap_keyframe(now, pid, out);
+        self.drain_room_of(now, pid);
+        Ok(())
     }
 
     /// Removes a participant that asked to leave (or whose signaling closed).

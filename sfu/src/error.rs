@@ -23,6 +23,8 @@ pub enum SfuError {
     RoomFull(usize),
     #[error("negotiation failed: {0}")]
     Negotiation(String),
+    #[error("room {0} has no publisher to take media from")]
+    NothingToTap(String),
     #[error("the media engine has stopped")]
     EngineStopped,
 }

@@ -19,11 +19,12 @@ pub mod server;
 mod signal;
 pub mod speaker;
 mod subscription;
+pub mod tap;
 mod time_rewrite;
 mod track;
 mod transport;
 
-pub use crate::core::{Datagram, JoinRequest, Joined, Sfu, SfuConfig};
+pub use crate::core::{Datagram, JoinRequest, Joined, Sfu, SfuConfig, TapWho};
 pub use error::SfuError;
 pub use ids::{ParticipantId, TrackId};
 pub use layer::Quality;

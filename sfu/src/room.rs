@@ -15,6 +15,7 @@ use crate::participant::{Expect, Participant};
 use crate::signal::{PeerKind, Signal};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{SubState, Subscription};
+use crate::tap::TapSink;
 use crate::track::{Track, MAX_LAYERS};
 use crate::transport::{
     self, BweKind, Direction, Event, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid,
@@ -33,6 +34,8 @@ pub struct Room {
     speakers: SpeakerDetector,
     /// Participants with output to drain; each also carries a `dirty` flag so it is queued once.
     dirty: Vec<ParticipantId>,
+    /// Publishers' media copied out for egress.
+    taps: Vec<TapSink>,
 }
 
 /// Why a participant is removed.
@@ -51,6 +54,7 @@ impl Room {
             tracks: HashMap::new(),
             speakers: SpeakerDetector::default(),
             dirty: Vec::new(),
+            taps: Vec::new(),
         }
     }
 
@@ -126,6 +130,8 @@ impl Room {
             return false;
         };
         info!(room = %self.name, participant = %pid, identity = %p.identity, "participant left");
+        // Dropping a tap's sender tells its consumer the publisher is gone.
+        self.taps.retain(|t| t.publisher != pid);
         for (_, tid) in p.published.drain(..) {
             self.unpublish(tid, out);
         }
@@ -411,6 +417,7 @@ impl Room {
             tracks,
             speakers,
             dirty,
+            taps,
             ..
         } = self;
         let Some(tid) = participants
@@ -439,6 +446,11 @@ impl Room {
         if video && !data.contiguous {
             // Loss upstream that NACK did not repair: the decoders downstream need a keyframe.
             want_keyframe[li] = true;
+        }
+        for tap in taps.iter_mut().filter(|t| t.publisher == from) {
+            if let Some(l) = tap.offer(track, li, keyframe, &data, now) {
+                want_keyframe[l.min(MAX_LAYERS - 1)] = true;
+            }
         }
         let clock = transport::clock_hz(track.kind);
         let (mut frames, mut bytes) = (0u64, 0u64);
@@ -507,6 +519,51 @@ impl Room {
             for (i, layer) in track.layers.iter_mut().enumerate() {
                 if want_keyframe[i] && layer.keyframes.allow(now) {
                     request_keyframe(participants, dirty, owner, mid, layer.rid, out);
+                }
+            }
+        }
+    }
+
+    /// Copies `publisher`'s media into `sink` from now on.
+    pub fn add_tap(&mut self, sink: TapSink) {
+        self.taps.retain(|t| !t.closed);
+        self.taps.push(sink);
+    }
+
+    /// The room's broadcaster for egress: `identity`'s participant if given, else the WHIP
+    /// publisher, else the first participant publishing video.
+    pub fn tap_candidate(&self, identity: Option<&str>) -> Option<ParticipantId> {
+        let publishing = |p: &&Participant| !p.published.is_empty();
+        let mut ps: Vec<&Participant> = self.participants.values().filter(publishing).collect();
+        ps.sort_by_key(|p| (p.kind != PeerKind::Whip, p.id));
+        match identity {
+            Some(i) => ps.into_iter().find(|p| p.identity == i).map(|p| p.id),
+            None => ps.first().map(|p| p.id),
+        }
+    }
+
+    /// A tap of `publisher` wants a keyframe (its transcoder lost one).
+    pub fn tap_keyframe(&mut self, now: Instant, publisher: ParticipantId, out: &mut Outbox) {
+        let layer = self
+            .taps
+            .iter()
+            .find(|t| t.publisher == publisher && !t.closed)
+            .and_then(|t| t.video_layer());
+        let Room {
+            participants,
+            tracks,
+            dirty,
+            ..
+        } = self;
+        for track in tracks
+            .values_mut()
+            .filter(|t| t.owner == publisher && t.kind == MediaKind::Video)
+        {
+            let mid = track.mid;
+            let top = track.layers.len().saturating_sub(1);
+            if let Some(l) = track.layers.get_mut(layer.unwrap_or(top)) {
+                if l.keyframes.allow(now) {
+                    request_keyframe(participants, dirty, publisher, mid, l.rid, out);
                 }
             }
         }
@@ -748,6 +805,7 @@ impl Room {
         let Room {
             participants,
             tracks,
+            taps,
             ..
         } = self;
         for p in participants.values_mut() {
@@ -801,6 +859,10 @@ impl Room {
                 continue;
             }
             let mut needed = [false; MAX_LAYERS];
+            // An egress tap takes the best layer.
+            if taps.iter().any(|t| t.publisher == track.owner && !t.closed) {
+                needed[track.layers.len().saturating_sub(1).min(MAX_LAYERS - 1)] = true;
+            }
             for sid in &track.subscribers {
                 if let Some(s) = participants
                     .get(sid)

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::core::{JoinRequest, Joined, Sfu, SfuConfig};
+use crate::core::{JoinRequest, Joined, Sfu, SfuConfig, TapWho};
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
 use crate::metrics::SfuMetrics;
 use crate::signal::{ParticipantInfo, Signal, TrackInfo};
+use crate::tap::Tap;
 
 mod batch;
 
@@ -48,6 +49,8 @@ enum Command {
         String,
         oneshot::Sender<(Vec<ParticipantInfo>, Vec<TrackInfo>)>,
     ),
+    Tap(String, TapWho, Reply<crate::core::TapOpened>),
+    TapKeyframe(ParticipantId),
 }
 
 /// Cloneable async handle to the media thread.
@@ -176,6 +179,23 @@ impl SfuHandle {
         let _ = self.send(Command::Leave(pid));
     }
 
+    /// Copies a participant's media out of the room, for egress. Ends when it leaves.
+    pub async fn tap(&self, room: &str, who: TapWho) -> Result<Tap, SfuError> {
+        let room = room.to_string();
+        let opened = self.ask(|r| Command::Tap(room, who, r)).await?;
+        let handle = self.clone();
+        let pid = opened.participant;
+        Ok(Tap {
+            participant: pid,
+            identity: opened.identity,
+            rx: opened.rx,
+            dropped: opened.dropped,
+            keyframe: Arc::new(move || {
+                let _ = handle.send(Command::TapKeyframe(pid));
+            }),
+        })
+    }
+
     pub async fn room(
         &self,
         room: String,
@@ -282,6 +302,12 @@ fn command(
         }
         Command::Room(name, reply) => {
             let _ = reply.send((core.room_participants(&name), core.room_tracks(&name)));
+        }
+        Command::Tap(room, who, reply) => {
+            let _ = reply.send(core.tap(&room, &who));
+        }
+        Command::TapKeyframe(pid) => {
+            let _ = core.tap_keyframe(now, pid);
         }
     }
 }

@@ -50,12 +50,53 @@ pub async fn broadcast(
     Ok(Json(e.broadcast(&room)).into_response())
 }
 
+/// Starts an egress job for a room participant's media (a WHIP broadcast, or by API) in the
+/// background: tapping waits on the media thread, and the job finds out what is sent.
+pub fn egress_from_room(
+    sfu: sfu::server::SfuHandle,
+    e: egress::Egress,
+    room: String,
+    who: sfu::TapWho,
+    profile: Option<String>,
+) {
+    tokio::spawn(async move {
+        if let Err(err) = start_from_room(&sfu, &e, &room, who, profile).await {
+            tracing::warn!(%room, error = %err, "egress did not start");
+        }
+    });
+}
+
+async fn start_from_room(
+    sfu: &sfu::server::SfuHandle,
+    e: &egress::Egress,
+    room: &str,
+    who: sfu::TapWho,
+    profile: Option<String>,
+) -> Result<egress::JobStatus, ApiError> {
+    let tap = sfu.tap(room, who).await?;
+    e.start(
+        StartRequest {
+            room: room.to_string(),
+            broadcast: None,
+            profile,
+        },
+        Source::Room {
+            tap,
+            idle: std::time::Duration::from_secs(e.settings().idle_timeout_s),
+            early: Vec::new(),
+        },
+    )
+    .map_err(egress_error)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
     room: String,
-    /// `test`: a test pattern (no camera). Room tracks come with the SFU source.
+    /// `room`: a participant's media (`identity`, else the room's broadcaster); `test`: a test
+    /// pattern (no camera).
     source: String,
+    identity: Option<String>,
     profile: Option<String>,
     broadcast: Option<String>,
     /// Test pattern only: end after this many seconds.
@@ -73,6 +114,14 @@ pub async fn start(
         .map_err(|err| ApiError::BadRequest(format!("bad egress request: {err}")))?;
     admin(&s, &headers, &req.room)?;
     let source = match req.source.as_str() {
+        "room" => {
+            let who = match req.identity {
+                Some(i) => sfu::TapWho::Identity(i),
+                None => sfu::TapWho::Broadcaster,
+            };
+            let status = start_from_room(&s.sfu, e, &req.room, who, req.profile).await?;
+            return Ok((StatusCode::CREATED, Json(status)).into_response());
+        }
         "test" => Source::TestPattern {
             seconds: req.seconds,
             width: 640,
@@ -80,7 +129,7 @@ pub async fn start(
         },
         other => {
             return Err(ApiError::BadRequest(format!(
-                "unknown source {other:?} (test)"
+                "unknown source {other:?} (room, test)"
             )))
         }
     };

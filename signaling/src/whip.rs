@@ -15,6 +15,12 @@ use crate::http::{AppState, Session};
 use crate::token::TokenError;
 
 #[derive(Debug, Deserialize, Default)]
+pub struct WhipQuery {
+    /// Ladder profile of the HLS egress this broadcast starts.
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
 pub struct WhepQuery {
     /// `low`, `medium` or `high`: the simulcast layer a WHEP viewer wants.
     pub quality: Option<String>,
@@ -40,6 +46,7 @@ fn session_id() -> String {
 pub async fn whip_post(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    Query(q): Query<WhipQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -47,18 +54,31 @@ pub async fn whip_post(
     if !claims.grants.publish {
         return Err(TokenError::MissingGrant("publish").into());
     }
+    if let Some(p) = &q.profile {
+        egress::ladder(p).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
     let sdp = sdp_body(&headers, &body)?;
-    start(
+    let (r, pid) = start(
         &s,
         "whip",
-        room,
+        room.clone(),
         claims.sub,
         PeerKind::Whip,
         sdp,
         Quality::High,
         claims.grants,
     )
-    .await
+    .await?;
+    if let Some(e) = s.egress.clone().filter(|e| e.settings().auto_egress) {
+        crate::broadcasts::egress_from_room(
+            s.sfu.clone(),
+            e,
+            room,
+            sfu::TapWho::Participant(pid),
+            q.profile,
+        );
+    }
+    Ok(r)
 }
 
 pub async fn whep_post(
@@ -79,7 +99,7 @@ pub async fn whep_post(
         })?,
     };
     let sdp = sdp_body(&headers, &body)?;
-    start(
+    let (r, _) = start(
         &s,
         "whep",
         room,
@@ -89,7 +109,8 @@ pub async fn whep_post(
         quality,
         claims.grants,
     )
-    .await
+    .await?;
+    Ok(r)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -102,7 +123,7 @@ async fn start(
     sdp: String,
     quality: Quality,
     grants: crate::token::Grants,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, sfu::ParticipantId), ApiError> {
     // The SFU drops this sender when the participant ends (DELETE, silence, failed transport),
     // which is when the session resource goes away too.
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<sfu::Signal>();
@@ -160,7 +181,7 @@ async fn start(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    Ok(r)
+    Ok((r, joined.participant))
 }
 
 pub async fn session_delete(

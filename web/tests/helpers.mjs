@@ -149,3 +149,59 @@ export async function startMoto() {
   await waitFor(async () => { try { await fetch(endpoint); return true; } catch { return false; } }, 30_000, 'moto server');
   return { endpoint, stop: () => proc.kill() };
 }
+
+// What the /watch page's player is doing (window.aulaWatch and the <video>).
+export const watchState = (page) => page.evaluate(() => {
+  const w = window.aulaWatch;
+  const v = document.querySelector('#video');
+  return {
+    mode: w.mode,
+    state: w.broadcast?.state,
+    frames: v.getVideoPlaybackQuality().totalVideoFrames,
+    width: v.videoWidth,
+    height: v.videoHeight,
+    time: v.currentTime,
+    duration: v.duration,
+    audioBytes: v.webkitAudioDecodedByteCount,
+    levels: w.hls ? w.hls.levels.map((l) => l.height) : [],
+    level: w.hls ? w.hls.currentLevel : null,
+    latency: w.hls ? w.hls.latency : null,
+    errors: w.errors.filter((e) => e.includes('fatal')),
+    allErrors: w.errors,
+    ranges: w.ranges || {},
+    fragStarts: w.fragStarts,
+  };
+});
+
+// A JSON API call with a bearer token: { status, json } (json is the text when not JSON).
+export async function api(server, method, path, token, body) {
+  const r = await fetch(`${server.base}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  return { status: r.status, json: text.startsWith('{') || text.startsWith('[') ? JSON.parse(text) : text };
+}
+
+// `aula serve` settings for S3 storage on a moto server.
+export function s3Env(moto) {
+  return {
+    AULA_STORAGE__BACKEND: 's3',
+    AULA_STORAGE__S3__ENDPOINT: moto.endpoint,
+    AULA_STORAGE__S3__REGION: 'us-east-1',
+    AULA_STORAGE__S3__BUCKET: 'aula-test',
+    AULA_STORAGE__S3__ACCESS_KEY_ID: 'test',
+    AULA_STORAGE__S3__SECRET_ACCESS_KEY: 'test',
+    AULA_STORAGE__S3__CREATE_BUCKET: 'true',
+  };
+}
+
+// Largest start-time difference between audio and video segments of the same sequence number
+// as the player buffered them, and how many segments were compared.
+export function avSkew(s) {
+  const a = s.fragStarts.audio || {};
+  const v = s.fragStarts.main || {};
+  const common = Object.keys(a).filter((sn) => sn in v);
+  return { segments: common.length, skew: Math.max(0, ...common.map((sn) => Math.abs(a[sn] - v[sn]))) };
+}

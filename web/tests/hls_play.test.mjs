@@ -4,41 +4,11 @@
 // once on a real S3 server (moto) on loopback.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitFor, sleep, startMoto } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, sleep, startMoto, watchState, api, s3Env } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
-
-const watchState = (page) => page.evaluate(() => {
-  const w = window.aulaWatch;
-  const v = document.querySelector('#video');
-  return {
-    mode: w.mode,
-    state: w.broadcast?.state,
-    frames: v.getVideoPlaybackQuality().totalVideoFrames,
-    width: v.videoWidth,
-    height: v.videoHeight,
-    time: v.currentTime,
-    duration: v.duration,
-    audioBytes: v.webkitAudioDecodedByteCount,
-    levels: w.hls ? w.hls.levels.map((l) => l.height) : [],
-    level: w.hls ? w.hls.currentLevel : null,
-    latency: w.hls ? w.hls.latency : null,
-    errors: w.errors.filter((e) => e.includes("fatal")),
-    allErrors: w.errors,
-  };
-});
-
-async function api(server, method, path, token, body) {
-  const r = await fetch(`${server.base}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  return { status: r.status, json: text.startsWith('{') || text.startsWith('[') ? JSON.parse(text) : text };
-}
 
 for (const backend of ['fs', 's3']) {
   test(`live LL-HLS then VOD in hls.js (${backend} storage)`, async (t) => {
@@ -46,15 +16,7 @@ for (const backend of ['fs', 's3']) {
     let env = {};
     if (backend === 's3') {
       moto = await startMoto();
-      env = {
-        AULA_STORAGE__BACKEND: 's3',
-        AULA_STORAGE__S3__ENDPOINT: moto.endpoint,
-        AULA_STORAGE__S3__REGION: 'us-east-1',
-        AULA_STORAGE__S3__BUCKET: 'aula-test',
-        AULA_STORAGE__S3__ACCESS_KEY_ID: 'test',
-        AULA_STORAGE__S3__SECRET_ACCESS_KEY: 'test',
-        AULA_STORAGE__S3__CREATE_BUCKET: 'true',
-      };
+      env = s3Env(moto);
     }
     const server = await startServer(env);
     t.after(async () => { await server.stop(); moto?.stop(); });

@@ -1,0 +1,78 @@
+// The product's main job end to end: a creator goes live from /broadcast/{room} (headless
+// Chromium, fake camera + mic, WHIP with simulcast); the egress job starts by itself, and a
+// viewer plays /watch/{room} with hls.js: two forced quality levels decode, audio decodes, audio
+// and video sit on the same timeline; after Stop the recording plays from the start. Once on
+// the filesystem with the small test ladder, once on S3 (moto) with the africa-3g profile.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitFor, sleep, startMoto, watchState, api, s3Env, avSkew } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+const cases = [
+  { backend: 'fs', profile: 'test', heights: [144, 240, 360] },
+  { backend: 's3', profile: 'africa-3g', heights: [144, 216, 288, 360] },
+];
+
+for (const c of cases) {
+  test(`WHIP broadcast -> egress -> /watch (${c.backend}, ${c.profile})`, async (t) => {
+    const moto = c.backend === 's3' ? await startMoto() : null;
+    const server = await startServer(moto ? s3Env(moto) : {});
+    t.after(async () => { await server.stop(); moto?.stop(); });
+    const room = `live-${c.backend}`;
+    const viewer = server.token(room, 'viewer', []);
+    const admin = server.token('*', 'ops', ['--admin']);
+
+    const pub = await (await browser.newContext()).newPage();
+    await pub.goto(`${server.base}/broadcast/${room}?width=640&profile=${c.profile}&token=${server.token(room, 'creator', ['--publish'])}`);
+    await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+    await pub.click('#golive');
+    await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'publisher live');
+    const liveAt = Date.now();
+
+    const b = await waitFor(async () => { const r = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json; return r.state === 'live' && r; }, 30_000, 'broadcast live');
+    assert.equal(b.profile, c.profile);
+    const master = await (await fetch(`${server.base}${b.hls}`)).text();
+    const listed = [...master.matchAll(/RESOLUTION=\d+x(\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(listed, c.heights, `the master lists the ${c.profile} rungs`);
+
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/watch/${room}?token=${viewer}`);
+    const first = await waitFor(async () => { const s = await watchState(page); return s.mode === 'live' && s.frames > 20 && s; }, 40_000, 'live playback');
+    assert.deepEqual(first.levels, c.heights);
+    const top = c.heights.length - 1;
+    for (const [level, height] of [[0, c.heights[0]], [top, c.heights[top]]]) {
+      await page.evaluate((l) => { window.aulaWatch.hls.currentLevel = l; }, level);
+      const s = await waitFor(async () => { const s = await watchState(page); return s.height === height && s; }, 20_000, `level ${level} at ${height}p`);
+      await sleep(1500);
+      const s2 = await watchState(page);
+      assert.ok(s2.frames > s.frames + 10, `level ${level} keeps decoding: ${s.frames} -> ${s2.frames}`);
+    }
+    const s = await watchState(page);
+    assert.ok(s.audioBytes > 0, 'audio decoded');
+    const av = avSkew(s);
+    assert.ok(av.segments >= 2, `audio and video segments compared: ${JSON.stringify(s.fragStarts)}`);
+    assert.ok(av.skew < 0.1, `audio and video segments start ${av.skew.toFixed(3)} s apart: ${JSON.stringify(s.fragStarts)}`);
+    assert.deepEqual(s.errors, []);
+    t.diagnostic(`A/V segment skew ${(av.skew * 1000).toFixed(1)} ms over ${av.segments} segments; hls.js latency ${s.latency?.toFixed(2)} s`);
+
+    // Keep the broadcast going to 30 s, then Stop: the job ends and the recording is VOD.
+    await sleep(Math.max(0, 30_000 - (Date.now() - liveAt)));
+    await pub.evaluate(() => window.aulaBroadcast.stop());
+    const ended = await waitFor(async () => { const r = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json; return r.state === 'ended' && r; }, 30_000, 'broadcast ended');
+    const job = (await api(server, 'GET', `/api/egress/${ended.broadcast}`, admin)).json;
+    assert.equal(job.state, 'ended', JSON.stringify(job));
+    assert.ok(job.segments >= 10, `segments ${job.segments}`);
+    assert.ok(job.encoder_speed > 0.8, `encoder speed ${job.encoder_speed}`);
+    t.diagnostic(`job: ${job.segments} segments, encoder speed ${job.encoder_speed.toFixed(3)}, ${job.bytes_stored} bytes stored`);
+
+    const vod = await (await browser.newContext()).newPage();
+    await vod.goto(`${server.base}/watch/${room}?token=${viewer}`);
+    const v = await waitFor(async () => { const s = await watchState(vod); return s.mode === 'vod' && s.frames > 30 && s; }, 30_000, 'VOD playback');
+    assert.ok(v.duration > 20, `VOD duration ${v.duration}`);
+    assert.ok(v.time < 8, `VOD plays from the start (at ${v.time})`);
+    assert.ok(v.audioBytes > 0, 'VOD audio');
+  });
+}
