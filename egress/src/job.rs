@@ -107,6 +107,10 @@ pub(crate) struct JobRun {
     pub resume: bool,
 }
 
+/// How long a rendition may stay stalled after the transcoder's notice (which itself comes
+/// after ~6 s of silence) before the job gives up on its input.
+const UNDECODABLE: Duration = Duration::from_secs(8);
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -182,10 +186,21 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     let mut audio_segments = 0u64;
     let mut failure: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stalled: std::collections::HashMap<RenditionId, std::time::Instant> =
+        std::collections::HashMap::new();
     loop {
         let ev = tokio::select! {
             ev = rx.recv() => ev,
             _ = tick.tick() => {
+                // Input keeps arriving but a rendition stays silent: the input cannot be
+                // decoded (garbage, an unsupported stream). End this job, clearly.
+                if let Some((r, _)) = stalled.iter().find(|(_, t)| t.elapsed() > UNDECODABLE) {
+                    failure = Some(format!(
+                        "rendition {r} produced nothing for over {}s while input arrived: the input cannot be decoded",
+                        UNDECODABLE.as_secs() + 6
+                    ));
+                    break;
+                }
                 let st = tc.stats();
                 shared.update(|s| {
                     s.packets_in = st.packets_in;
@@ -260,7 +275,14 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     k();
                 }
             }
-            Event::Stalled { .. } | Event::Resumed { .. } => {}
+            Event::Stalled { rendition, .. } => {
+                stalled
+                    .entry(rendition)
+                    .or_insert_with(std::time::Instant::now);
+            }
+            Event::Resumed { rendition } => {
+                stalled.remove(&rendition);
+            }
         }
     }
     // Whatever happened, what was produced becomes a finished (VOD) broadcast.

@@ -15,5 +15,5 @@ pub use ids::{new_broadcast_id, new_epoch};
 pub use job::{JobState, JobStatus};
 pub use service::{ladder, Broadcast, Egress, StartRequest};
 pub use settings::HlsSettings;
-pub use source::Source;
+pub use source::{RtpPacket, Source};
 pub use tracks::{track_infos, track_name};

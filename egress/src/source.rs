@@ -13,7 +13,21 @@ const FIRST_MEDIA: Duration = Duration::from_secs(15);
 /// After the first video frame, how long to wait for audio before going video-only.
 const AUDIO_GRACE: Duration = Duration::from_secs(2);
 
+/// One RTP packet for a [`Source::Rtp`]: video or audio.
+pub struct RtpPacket {
+    pub video: bool,
+    pub data: Vec<u8>,
+}
+
 pub enum Source {
+    /// RTP packets from elsewhere (a UDP socket in a worker, a test). Ends when the sender is
+    /// dropped or sends nothing for `idle`.
+    Rtp {
+        video: Option<VideoInput>,
+        audio: Option<AudioInput>,
+        rx: std::sync::mpsc::Receiver<RtpPacket>,
+        idle: Duration,
+    },
     /// A room's broadcaster, tapped in-process from the SFU. Ends when the publisher leaves or
     /// sends nothing for `idle`.
     Room {
@@ -35,6 +49,11 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Room { tap, .. } => format!("room publisher {}", tap.identity),
+            Source::Rtp { video, audio, .. } => format!(
+                "RTP{}{}",
+                video.map_or(String::new(), |v| format!(" {}", v.codec.encoding_name())),
+                if audio.is_some() { " + Opus" } else { "" }
+            ),
             Source::TestPattern { width, height, .. } => {
                 format!("test pattern {width}x{height} VP8 + Opus")
             }
@@ -44,6 +63,7 @@ impl Source {
     /// What the source sends; a room source reads its first frames to find out (blocking).
     pub(crate) fn prepare(&mut self) -> Result<(Option<VideoInput>, Option<AudioInput>), String> {
         match self {
+            Source::Rtp { video, audio, .. } => Ok((*video, *audio)),
             Source::TestPattern { .. } => Ok((
                 Some(VideoInput {
                     codec: VideoCodec::Vp8,
@@ -112,7 +132,7 @@ impl Source {
     pub(crate) fn keyframe_requester(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
         match self {
             Source::Room { tap, .. } => Some(tap.keyframe_requester()),
-            Source::TestPattern { .. } => None,
+            Source::TestPattern { .. } | Source::Rtp { .. } => None,
         }
     }
 
@@ -124,6 +144,27 @@ impl Source {
         stop: Arc<AtomicBool>,
     ) -> Result<(), transcoder::TranscodeError> {
         match self {
+            Source::Rtp { rx, idle, .. } => {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match rx.recv_timeout(Duration::from_millis(100).min(idle)) {
+                        Ok(p) => {
+                            last = Instant::now();
+                            let _ = if p.video {
+                                tc.push_video(&p.data)
+                            } else {
+                                tc.push_audio(&p.data)
+                            };
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if last.elapsed() > idle {
+                                break;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
             Source::Room { tap, idle, early } => {
                 let mut video = RtpPacketizer::new(VIDEO_PT, 0x5eed_0000);
                 let mut audio = RtpPacketizer::new(AUDIO_PT, 0xa0d1_0000);

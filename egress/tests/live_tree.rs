@@ -14,23 +14,6 @@ use common::*;
 use hls::{FsStore, Store};
 use m3u8_rs::parse_media_playlist_res;
 
-fn check_probe(master: &str) {
-    let streams = ffprobe_streams(master);
-    eprintln!("ffprobe {master}: {streams:?}");
-    for (w, h) in [(256, 144), (426, 240), (640, 360)] {
-        assert!(
-            streams
-                .iter()
-                .any(|s| s.0 == "h264" && s.1 == w && s.2 == h),
-            "no {w}x{h} h264 in {streams:?}"
-        );
-    }
-    assert!(
-        streams.iter().any(|s| s.0 == "aac"),
-        "no AAC in {streams:?}"
-    );
-}
-
 fn check_vod(text: &str, min_segments: usize) {
     let pl = parse_media_playlist_res(text.as_bytes()).expect("vod parses");
     assert!(pl.end_list, "VOD ends with EXT-X-ENDLIST");

@@ -165,3 +165,21 @@ pub fn ffprobe_streams(url: &str) -> Vec<(String, i64, i64)> {
         })
         .collect()
 }
+
+/// ffprobe finds every rung of the test ladder (H.264) and the AAC audio in a playlist.
+pub fn check_probe(master: &str) {
+    let streams = ffprobe_streams(master);
+    eprintln!("ffprobe {master}: {streams:?}");
+    for (w, h) in [(256, 144), (426, 240), (640, 360)] {
+        assert!(
+            streams
+                .iter()
+                .any(|s| s.0 == "h264" && s.1 == w && s.2 == h),
+            "no {w}x{h} h264 in {streams:?}"
+        );
+    }
+    assert!(
+        streams.iter().any(|s| s.0 == "aac"),
+        "no AAC in {streams:?}"
+    );
+}
