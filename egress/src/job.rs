@@ -56,6 +56,8 @@ pub struct JobStatus {
     pub upload_blocked_ms: u64,
     pub upload_failed_attempts: u64,
     pub upload_queued: u64,
+    /// Viewer profiles with their own master (`master-{profile}.m3u8`): a subset of the rungs.
+    pub variant_sets: Vec<String>,
 }
 
 /// A running or finished job as the service holds it.
@@ -153,6 +155,9 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         },
         track_infos(&job.ladder),
     );
+    let sets = variant_sets(&job.ladder);
+    shared.update(|s| s.variant_sets = sets.iter().map(|(n, _)| n.clone()).collect());
+    packager.set_variant_sets(sets);
     if job.resume {
         let resumed = resume(&mut packager, &job.store).await?;
         shared.update(|s| s.resumed_segments = resumed);
@@ -301,6 +306,24 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("feeder thread: {e}")),
     }
+}
+
+/// For each shipped profile whose viewers should not be offered every rung of `ladder`, the
+/// video tracks they get.
+fn variant_sets(ladder: &Ladder) -> Vec<(String, Vec<String>)> {
+    ladders::shipped_names()
+        .filter_map(|name| {
+            let viewer = ladders::shipped(name)?;
+            let set = ladders::geo::variant_set(ladder, &viewer);
+            (set.len() < ladder.rungs.len()).then(|| {
+                let tracks = set
+                    .into_iter()
+                    .map(|i| track_name(RenditionId::Video(i)))
+                    .collect();
+                (name.to_string(), tracks)
+            })
+        })
+        .collect()
 }
 
 async fn put_all(uploader: &Uploader, objs: Vec<Object>) {

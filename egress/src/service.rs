@@ -34,7 +34,10 @@ pub struct Broadcast {
     pub state: &'static str,
     pub broadcast: Option<String>,
     pub profile: Option<String>,
-    /// Signed master playlist path (live, or the whole recording once ended).
+    /// The viewer's ladder profile (from `?geo=` or the CDN country header), when known.
+    pub geo_profile: Option<String>,
+    /// Signed master playlist path (live, or the whole recording once ended); the viewer
+    /// profile's variant set when the broadcast has one.
     pub hls: Option<String>,
     /// Signed VOD master (the recording so far); absent when recordings are not kept.
     pub vod: Option<String>,
@@ -133,6 +136,7 @@ impl Egress {
             upload_blocked_ms: 0,
             upload_failed_attempts: 0,
             upload_queued: 0,
+            variant_sets: Vec::new(),
         };
         let shared = Arc::new(JobShared::new(status.clone()));
         {
@@ -235,14 +239,17 @@ impl Egress {
         format!("/s/{token}{scope}")
     }
 
-    /// The room's latest broadcast, with signed URLs for this viewer.
-    pub fn broadcast(&self, room: &str) -> Broadcast {
+    /// The room's latest broadcast, with signed URLs for this viewer; `geo` (a country code or
+    /// a profile name) picks the master's variant set.
+    pub fn broadcast(&self, room: &str, geo: Option<&str>) -> Broadcast {
+        let geo_profile = geo.and_then(|g| self.inner.settings.viewer_profile(g));
         let latest = self.latest_lock().get(room).cloned();
         let status = latest.and_then(|id| self.job(&id));
         let Some(s) = status else {
             return Broadcast {
                 room: room.into(),
                 state: "idle",
+                geo_profile,
                 broadcast: None,
                 profile: None,
                 hls: None,
@@ -255,6 +262,10 @@ impl Egress {
         let keep = self.inner.settings.keep_recording;
         // A failed job that produced nothing has no playlist to offer.
         let playable = s.state == JobState::Live || (is_over(s.state) && s.segments > 0);
+        let suffix = geo_profile
+            .as_ref()
+            .filter(|p| s.variant_sets.contains(p))
+            .map_or(String::new(), |p| format!("-{p}"));
         Broadcast {
             room: room.into(),
             state: match s.state {
@@ -262,8 +273,9 @@ impl Egress {
                 JobState::Live => "live",
                 JobState::Ended | JobState::Failed => "ended",
             },
-            hls: playable.then(|| format!("{base}master.m3u8")),
-            vod: (playable && keep).then(|| format!("{base}vod.m3u8")),
+            hls: playable.then(|| format!("{base}master{suffix}.m3u8")),
+            vod: (playable && keep).then(|| format!("{base}vod{suffix}.m3u8")),
+            geo_profile,
             broadcast: Some(s.broadcast),
             profile: Some(s.profile),
             started_at: Some(s.started_at),

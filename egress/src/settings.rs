@@ -21,6 +21,10 @@ pub struct HlsSettings {
     pub idle_timeout_s: u64,
     /// Start a job for every WHIP broadcast.
     pub auto_egress: bool,
+    /// Request header carrying the viewer's country (ISO 3166 alpha-2), set by the CDN.
+    pub geo_header: String,
+    /// Country -> ladder profile for viewers (overrides the built-in map; unknown: `global`).
+    pub geo: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for HlsSettings {
@@ -34,17 +38,40 @@ impl Default for HlsSettings {
             default_profile: "global".into(),
             idle_timeout_s: 30,
             auto_egress: true,
+            geo_header: "cf-ipcountry".into(),
+            geo: Default::default(),
         }
     }
 }
 
 impl HlsSettings {
+    /// The ladder profile for a viewer: `geo` is a profile name or a country code.
+    pub fn viewer_profile(&self, geo: &str) -> Option<String> {
+        if ladders::shipped(geo).is_some() {
+            return Some(geo.to_string());
+        }
+        let upper = geo.trim().to_ascii_uppercase();
+        if let Some((_, p)) = self
+            .geo
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(&upper))
+        {
+            return Some(p.clone());
+        }
+        ladders::geo::default_profile_for(&upper).map(str::to_string)
+    }
+
     pub fn check(&self) -> Result<(), String> {
         if !(0.2..=1.0).contains(&self.part_s) {
             return Err(format!("hls.part_s {} is outside 0.2..=1.0", self.part_s));
         }
         if self.window < 3 {
             return Err(format!("hls.window {} is below 3 segments", self.window));
+        }
+        for (country, profile) in &self.geo {
+            if ladders::shipped(profile).is_none() {
+                return Err(format!("hls.geo.{country}: unknown profile {profile:?}"));
+            }
         }
         if self.upload_queue == 0 {
             return Err("hls.upload_queue must be at least 1".into());

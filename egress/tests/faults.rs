@@ -85,7 +85,7 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
             .to_string_lossy(),
     );
     // Nothing playable came of the garbage: viewers are not sent to an empty playlist.
-    assert_eq!(e.broadcast("bad").hls, None);
+    assert_eq!(e.broadcast("bad", None).hls, None);
     drop(feeder);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -67,6 +67,8 @@ pub struct Position {
 pub struct Packager {
     cfg: PackagerConfig,
     tracks: BTreeMap<String, Track>,
+    /// Extra masters (`master-{name}.m3u8`, `vod-{name}.m3u8`) offering only some video tracks.
+    variant_sets: Vec<(String, Vec<String>)>,
 }
 
 fn secs(d: std::time::Duration) -> f64 {
@@ -100,7 +102,17 @@ impl Packager {
                 )
             })
             .collect();
-        Packager { cfg, tracks }
+        Packager {
+            cfg,
+            tracks,
+            variant_sets: Vec::new(),
+        }
+    }
+
+    /// Adds masters `master-{name}.m3u8` / `vod-{name}.m3u8` listing only these video tracks
+    /// (and the audio): variant sets for viewers on weaker networks.
+    pub fn set_variant_sets(&mut self, sets: Vec<(String, Vec<String>)>) {
+        self.variant_sets = sets;
     }
 
     /// Continues a broadcast after a restart: segments already listed in the stored event
@@ -261,8 +273,17 @@ impl Packager {
         out
     }
 
-    /// The master playlists (live and event/VOD), with bandwidth measured so far.
+    /// The master playlists (live and event/VOD, and those of each variant set), with bandwidth
+    /// measured so far.
     pub fn masters(&self) -> Vec<Object> {
+        let mut out = self.masters_of("", None);
+        for (name, tracks) in &self.variant_sets {
+            out.extend(self.masters_of(&format!("-{name}"), Some(tracks)));
+        }
+        out
+    }
+
+    fn masters_of(&self, suffix: &str, only: Option<&Vec<String>>) -> Vec<Object> {
         let audio = self.tracks.values().find(|t| t.info.is_audio);
         let audio_bw = audio.map_or((0.0, 0.0), |a| (a.peak_bps, avg(a)));
         let mut live = Vec::new();
@@ -272,6 +293,7 @@ impl Packager {
             .tracks
             .values()
             .filter(|t| !t.info.is_audio)
+            .filter(|t| only.is_none_or(|o| o.contains(&t.info.name)))
             .chain(self.tracks.values().filter(|t| t.info.is_audio));
         for t in ordered {
             let (peak, average) = if t.info.is_audio {
@@ -300,12 +322,12 @@ impl Packager {
         let audio_uri = audio.map(|a| format!("{}.m3u8", a.info.name));
         let audio_vod = audio.map(|a| format!("{}-vod.m3u8", a.info.name));
         let mut out = vec![Object {
-            key: self.key("master.m3u8"),
+            key: self.key(&format!("master{suffix}.m3u8")),
             body: render_master(audio_uri.as_deref(), &live).into_bytes(),
         }];
         if !self.cfg.delete_old {
             out.push(Object {
-                key: self.key("vod.m3u8"),
+                key: self.key(&format!("vod{suffix}.m3u8")),
                 body: render_master(audio_vod.as_deref(), &vod).into_bytes(),
             });
         }

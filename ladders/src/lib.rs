@@ -2,6 +2,7 @@
 //! keyframe interval) plus audio, their validation, the shipped profiles and throughput
 //! distributions, and the optimiser that picks rungs from measured rate-quality points.
 
+pub mod geo;
 mod h264_level;
 mod profile;
 mod shipped;

@@ -34,10 +34,17 @@ pub async fn origin(State(s): State<AppState>, uri: Uri, headers: HeaderMap) -> 
         .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad response\n").into_response())
 }
 
+#[derive(Deserialize)]
+pub struct BroadcastQuery {
+    /// A country code or a ladder profile name; else the CDN's country header.
+    geo: Option<String>,
+}
+
 /// `GET /api/broadcasts/{room}`: state and signed URLs for a viewer of the room.
 pub async fn broadcast(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<BroadcastQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let e = egress(&s)?;
@@ -47,7 +54,13 @@ pub async fn broadcast(
             return Err(TokenError::MissingGrant("subscribe").into());
         }
     }
-    Ok(Json(e.broadcast(&room)).into_response())
+    let geo = q.geo.or_else(|| {
+        headers
+            .get(e.settings().geo_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    Ok(Json(e.broadcast(&room, geo.as_deref())).into_response())
 }
 
 /// Starts an egress job for a room participant's media (a WHIP broadcast, or by API) in the

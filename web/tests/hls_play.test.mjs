@@ -57,6 +57,19 @@ for (const backend of ['fs', 's3']) {
     assert.ok(Number.isFinite(s.latency) && s.latency > 0 && s.latency < 10, `live latency ${s.latency}`);
     assert.deepEqual(s.errors, []);
 
+    // Geography: a viewer in Nigeria (?geo= or the CDN's country header) gets the africa-3g
+    // variant set of this ladder (rungs a 3G network sustains); Germany gets every rung.
+    const heights = async (path) => [...(await (await fetch(`${server.base}${path}`)).text()).matchAll(/RESOLUTION=\d+x(\d+)/g)].map((m) => Number(m[1]));
+    const ng = (await api(server, 'GET', `/api/broadcasts/${room}?geo=NG`, viewer)).json;
+    assert.equal(ng.geo_profile, 'africa-3g');
+    assert.match(ng.hls, /master-africa-3g\.m3u8$/);
+    assert.deepEqual(await heights(ng.hls), [144, 240]);
+    const byHeader = await fetch(`${server.base}/api/broadcasts/${room}`, { headers: { Authorization: `Bearer ${viewer}`, 'CF-IPCountry': 'ng' } });
+    assert.match((await byHeader.json()).hls, /master-africa-3g\.m3u8$/);
+    const de = (await api(server, 'GET', `/api/broadcasts/${room}?geo=DE`, viewer)).json;
+    assert.equal(de.geo_profile, 'na-eu-broadband');
+    assert.deepEqual(await heights(de.hls), [144, 240, 360]);
+
     // The origin refuses a missing or tampered token and serves byte ranges.
     const b = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json;
     assert.equal((await fetch(`${server.base}${b.hls.replace(/\/s\/[^/]+\//, '/s/x.1.a.b/')}`)).status, 403);
