@@ -100,6 +100,7 @@ impl JobShared {
 }
 
 pub(crate) struct JobRun {
+    pub webhooks: crate::webhook::Webhooks,
     pub prefix: String,
     pub ladder: Ladder,
     pub settings: HlsSettings,
@@ -119,6 +120,10 @@ fn now() -> String {
 
 /// Runs the job to its end; the outcome is in `shared`'s status.
 pub(crate) async fn run(job: JobRun, source: Source, shared: Arc<JobShared>) {
+    let hooks = job.webhooks.clone();
+    if let Some(s) = shared.snapshot() {
+        hooks.send("egress_started", &s);
+    }
     let result = run_inner(job, source, &shared).await;
     shared.update(|s| {
         s.ended_at = Some(now());
@@ -133,6 +138,12 @@ pub(crate) async fn run(job: JobRun, source: Source, shared: Arc<JobShared>) {
     });
     if let Some(s) = shared.snapshot() {
         info!(job = %s.id, state = ?s.state, segments = s.segments, bytes = s.bytes_stored, "egress job over");
+        let event = if s.state == JobState::Failed {
+            "egress_failed"
+        } else {
+            "egress_ended"
+        };
+        hooks.send(event, &s);
     }
     shared.done.send_replace(true);
 }

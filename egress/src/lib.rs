@@ -9,6 +9,7 @@ mod service;
 mod settings;
 mod source;
 mod tracks;
+mod webhook;
 
 pub use error::EgressError;
 pub use ids::{new_broadcast_id, new_epoch};
@@ -17,3 +18,4 @@ pub use service::{ladder, Broadcast, Egress, StartRequest};
 pub use settings::HlsSettings;
 pub use source::{RtpPacket, Source};
 pub use tracks::{track_infos, track_name};
+pub use webhook::Webhooks;

@@ -159,6 +159,10 @@ impl Egress {
         }
         info!(room = %req.room, %broadcast, profile = %status.profile, source = %status.source, "egress job starting");
         let run_args = JobRun {
+            webhooks: crate::webhook::Webhooks::new(
+                self.inner.settings.webhooks.clone(),
+                Some(self.inner.settings.webhook_secret.clone()),
+            ),
             prefix: format!("{}/{}", req.room, broadcast),
             ladder,
             settings: self.inner.settings.clone(),

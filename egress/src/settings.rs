@@ -25,6 +25,10 @@ pub struct HlsSettings {
     pub geo_header: String,
     /// Country -> ladder profile for viewers (overrides the built-in map; unknown: `global`).
     pub geo: std::collections::BTreeMap<String, String>,
+    /// URLs that get a JSON `POST` when a job starts, ends or fails.
+    pub webhooks: Vec<String>,
+    /// HMAC-SHA256 key for the `X-Aula-Signature` header of webhooks (empty: unsigned).
+    pub webhook_secret: String,
 }
 
 impl Default for HlsSettings {
@@ -40,6 +44,8 @@ impl Default for HlsSettings {
             auto_egress: true,
             geo_header: "cf-ipcountry".into(),
             geo: Default::default(),
+            webhooks: Vec::new(),
+            webhook_secret: String::new(),
         }
     }
 }
@@ -71,6 +77,11 @@ impl HlsSettings {
         for (country, profile) in &self.geo {
             if ladders::shipped(profile).is_none() {
                 return Err(format!("hls.geo.{country}: unknown profile {profile:?}"));
+            }
+        }
+        for u in &self.webhooks {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("hls.webhooks: {u:?} is not an http(s) URL"));
             }
         }
         if self.upload_queue == 0 {

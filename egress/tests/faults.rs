@@ -46,7 +46,13 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
     let dir = std::env::temp_dir().join(format!("aula-egress-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(Store::Fs(FsStore::new(&dir)));
-    let (e, good) = start_job(store, "good", 24, settings());
+    let hooks = HookSink::start();
+    let s = egress::HlsSettings {
+        webhooks: vec![hooks.url.clone()],
+        webhook_secret: "hook-secret".into(),
+        ..settings()
+    };
+    let (e, good) = start_job(store, "good", 24, s);
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let bad = e
         .start(
@@ -86,6 +92,33 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
     );
     // Nothing playable came of the garbage: viewers are not sent to an empty playlist.
     assert_eq!(e.broadcast("bad", None).hls, None);
+    // Webhooks: both starts, the failure and the end, each signed over its body.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks.got.lock().expect("lock").len() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = hooks.got.lock().expect("lock").clone();
+    let mut events: Vec<String> = Vec::new();
+    for (head, body) in &got {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
+        events.push(format!(
+            "{} {}",
+            v["event"].as_str().unwrap_or(""),
+            v["job"]["room"].as_str().unwrap_or("")
+        ));
+        let sig = egress::Webhooks::signature(b"hook-secret", body);
+        assert!(head.contains(&format!("x-aula-signature: {sig}")), "{head}");
+    }
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "egress_ended good",
+            "egress_failed bad",
+            "egress_started bad",
+            "egress_started good"
+        ]
+    );
     drop(feeder);
     let _ = std::fs::remove_dir_all(&dir);
 }

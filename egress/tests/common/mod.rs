@@ -183,3 +183,44 @@ pub fn check_probe(master: &str) {
         "no AAC in {streams:?}"
     );
 }
+
+/// A webhook receiver on loopback: every request's headers (lowercased) and body.
+pub struct HookSink {
+    pub url: String,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl HookSink {
+    pub fn start() -> HookSink {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut r = BufReader::new(conn);
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&lower);
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                g.lock().expect("lock").push((head, body));
+                let _ = r
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            }
+        });
+        HookSink { url, got }
+    }
+}
