@@ -5,7 +5,7 @@
 // the filesystem with the small test ladder, once on S3 (moto) with the africa-3g profile.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitFor, sleep, startMoto, watchState, api, s3Env, avSkew } from './helpers.mjs';
+import { startServer, launchBrowser, launchFreezableBrowser, waitFor, sleep, startMoto, watchState, api, s3Env, avSkew } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -76,3 +76,40 @@ for (const c of cases) {
     assert.ok(v.audioBytes > 0, 'VOD audio');
   });
 }
+
+test('the publisher network drops for 5 s: the job survives and viewers keep playing', async (t) => {
+  const server = await startServer();
+  const frozen = await launchFreezableBrowser();
+  t.after(async () => { await frozen.close(); await server.stop(); });
+  const room = 'flaky';
+  const viewer = server.token(room, 'viewer', []);
+  const admin = server.token('*', 'ops', ['--admin']);
+  const pub = await (await frozen.browser.newContext()).newPage();
+  await pub.goto(`${server.base}/broadcast/${room}?width=640&profile=test&token=${server.token(room, 'creator', ['--publish'])}`);
+  await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+  await pub.click('#golive');
+  await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'publisher live');
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${server.base}/watch/${room}?token=${viewer}`);
+  await waitFor(async () => { const s = await watchState(page); return s.mode === 'live' && s.frames > 20 && s; }, 40_000, 'live playback');
+  const id = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json.broadcast;
+  const before = (await api(server, 'GET', `/api/egress/${id}`, admin)).json;
+
+  // Every process of the publisher's browser stops for 5 s: no packet leaves it.
+  frozen.freeze();
+  await sleep(5000);
+  frozen.thaw();
+
+  // The same job goes on: segments keep coming and the viewer keeps decoding.
+  const after1 = await waitFor(async () => { const j = (await api(server, 'GET', `/api/egress/${id}`, admin)).json; return j.segments >= before.segments + 6 && j; }, 40_000, 'segments after the drop');
+  assert.equal(after1.state, 'live', JSON.stringify(after1));
+  const f0 = (await watchState(page)).frames;
+  await sleep(3000);
+  const s = await watchState(page);
+  assert.ok(s.frames > f0 + 30, `viewer decodes after the drop: ${f0} -> ${s.frames}`);
+  assert.deepEqual(s.errors, []);
+  t.diagnostic(`segments before the drop ${before.segments}, after ${after1.segments}; keyframe requests ${after1.keyframe_requests}`);
+  await pub.evaluate(() => window.aulaBroadcast.stop());
+  const done = await waitFor(async () => { const j = (await api(server, 'GET', `/api/egress/${id}`, admin)).json; return j.state !== 'live' && j; }, 30_000, 'job end');
+  assert.equal(done.state, 'ended', JSON.stringify(done));
+});

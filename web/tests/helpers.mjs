@@ -51,16 +51,32 @@ export async function startServer(extraEnv = {}) {
   };
 }
 
+const BROWSER_OPTIONS = () => ({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+
 export async function launchBrowser() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  return chromium.launch(BROWSER_OPTIONS());
+}
+
+// A browser in its own process group, so a test can freeze all of it (SIGSTOP: its network
+// goes silent as on a dropped link) and thaw it: { browser, freeze(), thaw(), close() }.
+export async function launchFreezableBrowser() {
+  const server = await chromium.launchServer(BROWSER_OPTIONS());
+  const browser = await chromium.connect(server.wsEndpoint());
+  const pid = server.process().pid;
+  return {
+    browser,
+    freeze: () => process.kill(-pid, 'SIGSTOP'),
+    thaw: () => process.kill(-pid, 'SIGCONT'),
+    close: async () => { try { process.kill(-pid, 'SIGCONT'); } catch {} await browser.close().catch(() => {}); await server.close(); },
+  };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -184,10 +184,13 @@ pub fn check_probe(master: &str) {
     );
 }
 
-/// A webhook receiver on loopback: every request's headers (lowercased) and body.
+/// Requests a [`HookSink`] received: headers (lowercased) and body.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback.
 pub struct HookSink {
     pub url: String,
-    pub got: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    pub got: Received,
 }
 
 impl HookSink {
