@@ -43,7 +43,8 @@ function play(url, mode, id) {
     video.src = url; // Safari: native HLS
     return;
   }
-  const hls = new Hls({ lowLatencyMode: mode === 'live', liveSyncDurationCount: 3 });
+  // LL-HLS: hls.js sits PART-HOLD-BACK behind the live edge (the playlist says 1.5 s).
+  const hls = new Hls({ lowLatencyMode: mode === 'live' });
   state.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => { fillQualities(hls); log(`${mode}: ${hls.levels.length} levels`); video.play().catch(() => {}); });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
