@@ -172,11 +172,7 @@ pub async fn get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let e = egress(&s)?;
-    let j = e
-        .job(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
-    admin(&s, &headers, &j.room)?;
+    let (_, j) = admin_job(&s, &id, &headers)?;
     Ok(Json(j).into_response())
 }
 
@@ -186,13 +182,23 @@ pub async fn stop(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let e = egress(&s)?;
-    let j = e
-        .job(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
-    admin(&s, &headers, &j.room)?;
+    let (e, _) = admin_job(&s, &id, &headers)?;
     e.stop(&id).map_err(egress_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A job, for a caller holding an admin token for its room.
+fn admin_job<'a>(
+    s: &'a AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(&'a egress::Egress, egress::JobStatus), ApiError> {
+    let e = egress(s)?;
+    let j = e
+        .job(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
+    admin(s, headers, &j.room)?;
+    Ok((e, j))
 }
 
 fn admin(s: &AppState, headers: &HeaderMap, room: &str) -> Result<(), ApiError> {
