@@ -1,4 +1,4 @@
-// A 20 s live egress job (test pattern -> transcoder -> LL-HLS -> storage) watched with hls.js
+// A 30 s live egress job (test pattern -> transcoder -> LL-HLS -> storage) watched with hls.js
 // in headless Chromium through the signed origin: the live master plays on two forced quality
 // levels with audio, and after the end the VOD plays from the start. Once on the filesystem,
 // once on a real S3 server (moto) on loopback.
@@ -33,7 +33,7 @@ for (const backend of ['fs', 's3']) {
     assert.equal(bad.status, 400);
     assert.match(bad.json, /unknown ladder profile "nope"/);
 
-    const started = await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'test', seconds: 20 });
+    const started = await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'test', seconds: 30 });
     assert.equal(started.status, 201, JSON.stringify(started.json));
     const job = started.json.id;
     assert.equal((await api(server, 'POST', '/api/egress', admin, { room, source: 'test', profile: 'test' })).status, 409);
@@ -77,7 +77,9 @@ for (const backend of ['fs', 's3']) {
     assert.equal(ranged.status, 206);
     assert.equal(await ranged.text(), '#EXTM3U');
 
-    // The job ends by itself after 20 s; the recording becomes VOD.
+    // (30 s leaves room for the level switches above on a loaded machine: a level switched to
+    // after the broadcast ended has nothing left to load.)
+    // The job ends by itself after 30 s; the recording becomes VOD.
     const done = await waitFor(async () => { const j = (await api(server, 'GET', `/api/egress/${job}`, admin)).json; return j.state !== 'live' && j.state !== 'starting' && j; }, 40_000, 'job end');
     assert.equal(done.state, 'ended', JSON.stringify(done));
     assert.ok(done.segments >= 8, `segments ${done.segments}`);
@@ -87,7 +89,7 @@ for (const backend of ['fs', 's3']) {
     const vod = await (await browser.newContext()).newPage();
     await vod.goto(`${server.base}/watch/${room}?token=${viewer}`);
     const v = await waitFor(async () => { const s = await watchState(vod); return s.mode === 'vod' && s.frames > 30 && s; }, 30_000, 'VOD playback');
-    assert.ok(v.duration > 16 && v.duration < 24, `VOD duration ${v.duration}`);
+    assert.ok(v.duration > 26 && v.duration < 34, `VOD duration ${v.duration}`);
     assert.ok(v.time < 8, `VOD plays from the start (at ${v.time})`);
     assert.equal(v.state, 'ended');
   });
