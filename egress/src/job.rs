@@ -40,7 +40,7 @@ pub struct JobStatus {
     pub ended_at: Option<String>,
     /// Segments taken over from an earlier run of this broadcast (a restart), per track.
     pub resumed_segments: usize,
-    /// Segments completed by this run (top video rendition).
+    /// Segments completed by this run (top video rendition; audio for audio-only broadcasts).
     pub segments: u64,
     pub parts: u64,
     pub keyframe_requests: u64,
@@ -154,6 +154,15 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         .lock()
         .map(|s| s.epoch.clone())
         .map_err(|_| "job state poisoned".to_string())?;
+    // What the source sends decides the tracks: an audio-only broadcast has no video renditions.
+    let (source, inputs) = tokio::task::spawn_blocking(move || {
+        let mut source = source;
+        let inputs = source.prepare();
+        (source, inputs)
+    })
+    .await
+    .map_err(|e| format!("source thread: {e}"))?;
+    let (video, audio) = inputs?;
     let segment_target = job.ladder.keyframe_interval_s();
     let mut packager = Packager::new(
         PackagerConfig {
@@ -164,9 +173,22 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
             window: job.settings.window,
             delete_old: !job.settings.keep_recording,
         },
-        track_infos(&job.ladder),
+        track_infos(&job.ladder)
+            .into_iter()
+            .filter(|t| {
+                if t.is_audio {
+                    audio.is_some()
+                } else {
+                    video.is_some()
+                }
+            })
+            .collect(),
     );
-    let sets = variant_sets(&job.ladder);
+    let sets = if video.is_some() {
+        variant_sets(&job.ladder)
+    } else {
+        Vec::new()
+    };
     shared.update(|s| s.variant_sets = sets.iter().map(|(n, _)| n.clone()).collect());
     packager.set_variant_sets(sets);
     if job.resume {
@@ -177,14 +199,6 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     if let Ok(mut u) = shared.uploads.lock() {
         *u = Some(uploader.stats().clone());
     }
-    let (source, inputs) = tokio::task::spawn_blocking(move || {
-        let mut source = source;
-        let inputs = source.prepare();
-        (source, inputs)
-    })
-    .await
-    .map_err(|e| format!("source thread: {e}"))?;
-    let (video, audio) = inputs?;
     let keyframe = source.keyframe_requester();
     let mut spec = TranscodeSpec::new(job.ladder.clone(), video, audio);
     spec.part_duration = Duration::from_secs_f64(job.settings.part_s);
@@ -195,7 +209,10 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         tokio::task::spawn_blocking(move || source.feed(tc, stop))
     };
     let tracks: Vec<String> = packager.tracks().map(|t| t.name.clone()).collect();
-    let top = track_name(RenditionId::Video(job.ladder.rungs.len().saturating_sub(1)));
+    let top = match video {
+        Some(_) => track_name(RenditionId::Video(job.ladder.rungs.len().saturating_sub(1))),
+        None => track_name(RenditionId::Audio),
+    };
     let target = Duration::from_secs_f64(segment_target.round().max(1.0));
     let mut masters_written = 0u64;
     let mut closed_tracks = std::collections::HashSet::new();

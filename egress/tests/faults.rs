@@ -122,3 +122,56 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
     drop(feeder);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An audio-only broadcast (no video track at all) goes live and its master lists only audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_broadcast_goes_live() {
+    let dir = std::env::temp_dir().join(format!("aula-egress-audio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys = hls::SigningKeys::new("k", [("k".to_string(), b"s".to_vec())]).expect("keys");
+    let e = egress::Egress::new(Arc::new(Store::Fs(FsStore::new(&dir))), keys, settings());
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let id = e
+        .start(
+            StartRequest {
+                room: "radio".into(),
+                broadcast: None,
+                profile: Some("test".into()),
+            },
+            Source::Rtp {
+                video: None,
+                audio: Some(AudioInput {
+                    payload_type: AUDIO_PT,
+                }),
+                rx,
+                idle: Duration::from_secs(2),
+            },
+        )
+        .expect("starts")
+        .id;
+    let sender = std::thread::spawn(move || {
+        let src = transcoder::testsrc::RtpSource::start(transcoder::testsrc::Codec::Vp8, 320, 180)
+            .expect("source");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            while let Some(p) = src.next_audio() {
+                let _ = tx.send(RtpPacket {
+                    video: false,
+                    data: p,
+                });
+            }
+            while src.next_video().is_some() {}
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let s = finished(&e, &id).await;
+    sender.join().expect("sender");
+    assert!(s.segments >= 3, "{s:?}");
+    let master = std::fs::read_to_string(dir.join("radio").join(&id).join("master.m3u8"))
+        .expect("master written");
+    assert!(
+        master.contains("audio.m3u8") && !master.contains("v0.m3u8"),
+        "{master}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
