@@ -45,10 +45,11 @@ for (const c of cases) {
     const top = c.heights.length - 1;
     for (const [level, height] of [[0, c.heights[0]], [top, c.heights[top]]]) {
       await page.evaluate((l) => { window.aulaWatch.hls.currentLevel = l; }, level);
-      const s = await waitFor(async () => { const s = await watchState(page); return s.height === height && s; }, 20_000, `level ${level} at ${height}p`);
-      await sleep(1500);
-      const s2 = await watchState(page);
-      assert.ok(s2.frames > s.frames + 10, `level ${level} keeps decoding: ${s.frames} -> ${s2.frames}`);
+      let seen;
+      const s = await waitFor(async () => { seen = await watchState(page); return seen.height === height && seen; }, 30_000, `level ${level} at ${height}p`)
+        .catch((e) => { throw new Error(`${e.message}; player: ${JSON.stringify(seen)}`); });
+      // Progress, not a rate: the machine may be slow.
+      await waitFor(async () => (await watchState(page)).frames > s.frames + 10, 20_000, `level ${level} keeps decoding after ${s.frames} frames`);
     }
     const s = await watchState(page);
     assert.ok(s.audioBytes > 0, 'audio decoded');
@@ -104,9 +105,7 @@ test('the publisher network drops for 5 s: the job survives and viewers keep pla
   const after1 = await waitFor(async () => { const j = (await api(server, 'GET', `/api/egress/${id}`, admin)).json; return j.segments >= before.segments + 6 && j; }, 40_000, 'segments after the drop');
   assert.equal(after1.state, 'live', JSON.stringify(after1));
   const f0 = (await watchState(page)).frames;
-  await sleep(3000);
-  const s = await watchState(page);
-  assert.ok(s.frames > f0 + 30, `viewer decodes after the drop: ${f0} -> ${s.frames}`);
+  const s = await waitFor(async () => { const s = await watchState(page); return s.frames > f0 + 30 && s; }, 30_000, `viewer decoding after the drop (${f0} frames)`);
   assert.deepEqual(s.errors, []);
   t.diagnostic(`segments before the drop ${before.segments}, after ${after1.segments}; keyframe requests ${after1.keyframe_requests}`);
   await pub.evaluate(() => window.aulaBroadcast.stop());

@@ -46,11 +46,11 @@ for (const backend of ['fs', 's3']) {
     // Force the lowest and the highest rung: each decodes at its own size.
     for (const [level, height] of [[0, 144], [2, 360]]) {
       await page.evaluate((l) => { window.aulaWatch.hls.currentLevel = l; }, level);
-      const s = await waitFor(async () => { const s = await watchState(page); return s.height === height && s; }, 15_000, `level ${level} at ${height}p`);
-      const f0 = s.frames;
-      await sleep(1500);
-      const s2 = await watchState(page);
-      assert.ok(s2.frames > f0 + 10, `level ${level} keeps decoding: ${f0} -> ${s2.frames} ${JSON.stringify(s2)}`);
+      let seen;
+      const s = await waitFor(async () => { seen = await watchState(page); return seen.height === height && seen; }, 30_000, `level ${level} at ${height}p`)
+        .catch((e) => { throw new Error(`${e.message}; player: ${JSON.stringify(seen)}`); });
+      // Progress, not a rate: the machine may be slow.
+      await waitFor(async () => (await watchState(page)).frames > s.frames + 10, 20_000, `level ${level} keeps decoding after ${s.frames} frames`);
     }
     const s = await watchState(page);
     assert.ok(s.audioBytes > 0, 'audio decoded');

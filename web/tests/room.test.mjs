@@ -25,16 +25,14 @@ test('three participants each decode video from both others, with audio and chat
       return vals.length === 2 && vals.every((v) => v.frames > 0) && t;
     }, 30_000, `${names[i]} decoding two remote videos`);
   }
-  // Frames keep rising for 10 s.
+  // Frames keep rising (polled: progress, not a rate, on a shared machine).
   const first = await Promise.all(pages.map(tileFrames));
-  await sleep(10_000);
-  const second = await Promise.all(pages.map(tileFrames));
-  for (const [i, t] of second.entries()) {
-    for (const [pid, v] of Object.entries(t)) {
-      const before = first[i][pid].frames;
-      assert.ok(v.frames > before + 50, `${names[i]} <- ${pid}: frames ${before} -> ${v.frames}`);
-      assert.equal(v.audio, 1, `${names[i]} has an audio track from ${pid}`);
-    }
+  for (const [i, page] of pages.entries()) {
+    const t = await waitFor(async () => {
+      const t = await tileFrames(page);
+      return Object.entries(t).every(([pid, v]) => v.frames > first[i][pid].frames + 50) && t;
+    }, 30_000, `${names[i]} keeps decoding both (from ${JSON.stringify(first[i])})`);
+    for (const [pid, v] of Object.entries(t)) assert.equal(v.audio, 1, `${names[i]} has an audio track from ${pid}`);
     const audio = await inboundAudio('aulaRoom', pages[i]);
     assert.ok(audio > 200, `${names[i]} received ${audio} audio packets`);
   }
@@ -51,7 +49,5 @@ test('three participants each decode video from both others, with audio and chat
   await pages[2].context().close();
   await waitFor(async () => Object.keys(await tileFrames(pages[0])).length === 1, 30_000, 'caro removed from ana\'s tiles');
   const a = await tileFrames(pages[0]);
-  await sleep(2000);
-  const b = await tileFrames(pages[0]);
-  for (const pid of Object.keys(b)) assert.ok(b[pid].frames > a[pid].frames, 'ana still decodes ben');
+  await waitFor(async () => { const b = await tileFrames(pages[0]); return Object.keys(b).every((pid) => b[pid].frames > a[pid].frames); }, 20_000, 'ana still decodes ben');
 });
