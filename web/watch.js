@@ -44,7 +44,8 @@ function play(url, mode, id) {
     return;
   }
   // LL-HLS: hls.js sits PART-HOLD-BACK behind the live edge (the playlist says 1.5 s).
-  const hls = new Hls({ lowLatencyMode: mode === 'live' });
+  // ?debug=1 logs hls.js's decisions to the console.
+  const hls = new Hls({ lowLatencyMode: mode === 'live', debug: params.get('debug') === '1' });
   state.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => { fillQualities(hls); log(`${mode}: ${hls.levels.length} levels`); video.play().catch(() => {}); });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {

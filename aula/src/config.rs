@@ -19,6 +19,8 @@ pub struct Config {
     pub rooms: Rooms,
     pub hls: egress::HlsSettings,
     pub signing: Signing,
+    /// Out-of-process egress (`aula egress worker`) over Redis Streams.
+    pub egress: egress::QueueSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +126,7 @@ impl Default for Config {
             rooms: Rooms::default(),
             hls: egress::HlsSettings::default(),
             signing: Signing::default(),
+            egress: egress::QueueSettings::default(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl Config {
             .extract()
             .context("invalid configuration (aula.toml / AULA_* variables)")?;
         c.hls.check().map_err(anyhow::Error::msg)?;
+        c.egress.check().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
 

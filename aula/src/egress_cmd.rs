@@ -1,6 +1,8 @@
 //! `aula egress run`: one egress job in the foreground, into the configured storage. Running it
 //! again with the same `--broadcast` continues that broadcast after a discontinuity (a crashed
 //! or killed run loses at most its open segment).
+//!
+//! `aula egress worker`: runs queued jobs (`egress.redis`) for `aula serve` nodes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,13 @@ pub enum EgressCmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Take jobs from the Redis queue (`egress.redis`) until Ctrl-C; running jobs are then
+    /// handed over to other workers unfinished.
+    Worker {
+        /// This worker's name in the consumer group (unique per worker); host-pid by default.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 pub fn run(cmd: EgressCmd, cfg: Config) -> Result<()> {
@@ -37,6 +46,29 @@ pub fn run(cmd: EgressCmd, cfg: Config) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match cmd {
+            EgressCmd::Worker { name } => {
+                let name = name.unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                });
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        let _ = tx.send(true);
+                    }
+                });
+                let worker = egress::Worker {
+                    name: name.clone(),
+                    queue: cfg.egress.clone(),
+                    store: Arc::new(cfg.store().await?),
+                    keys: cfg.signing_keys()?,
+                    settings: cfg.hls.clone(),
+                };
+                // One line a script can wait for.
+                println!("egress worker {name} ready");
+                worker.run(rx).await.context("egress worker")?;
+                Ok(())
+            }
             EgressCmd::Run {
                 room,
                 broadcast,

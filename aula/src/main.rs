@@ -197,11 +197,18 @@ fn serve(cfg: Config) -> Result<()> {
         }
         let store = cfg.store().await?;
         info!(storage = %store.describe(), "HLS storage");
-        let egress = egress::Egress::new(
-            std::sync::Arc::new(store),
-            cfg.signing_keys()?,
-            cfg.hls.clone(),
-        );
+        let store = std::sync::Arc::new(store);
+        let egress = if cfg.egress.enabled() {
+            info!(redis = %cfg.egress.redis, "egress jobs are queued for `aula egress worker`s");
+            egress::Egress::dispatching(
+                store,
+                cfg.signing_keys()?,
+                cfg.hls.clone(),
+                cfg.egress.clone(),
+            )?
+        } else {
+            egress::Egress::new(store, cfg.signing_keys()?, cfg.hls.clone())
+        };
         let state =
             AppState::new(sfu, keys).with_egress(egress.clone(), cfg.signing.public_broadcasts);
         let app = signaling::router(state);

@@ -16,4 +16,6 @@ pub enum EgressError {
     Transcode(#[from] transcoder::TranscodeError),
     #[error("no such job {0}")]
     NoSuchJob(String),
+    #[error("egress queue (redis): {0}")]
+    Queue(String),
 }

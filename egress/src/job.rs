@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hls::{LiveIndex, Object, Packager, PackagerConfig, Store, UploadStats, Uploader};
 use ladders::Ladder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use transcoder::{Event, RenditionId, TranscodeSpec, Transcoder};
 
@@ -15,7 +15,7 @@ use crate::settings::HlsSettings;
 use crate::source::Source;
 use crate::tracks::{track_infos, track_name};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Starting,
@@ -25,7 +25,7 @@ pub enum JobState {
 }
 
 /// What `GET /api/egress` reports for a job.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: String,
     pub room: String,
@@ -58,12 +58,50 @@ pub struct JobStatus {
     pub upload_queued: u64,
     /// Viewer profiles with their own master (`master-{profile}.m3u8`): a subset of the rungs.
     pub variant_sets: Vec<String>,
+    /// The `aula egress worker` running it (out-of-process egress); none in-process.
+    #[serde(default)]
+    pub worker: Option<String>,
+}
+
+impl JobStatus {
+    /// A job about to start, with a new epoch.
+    pub(crate) fn starting(id: &str, room: &str, profile: &str, source: String) -> JobStatus {
+        JobStatus {
+            id: id.into(),
+            room: room.into(),
+            broadcast: id.into(),
+            profile: profile.into(),
+            source,
+            state: JobState::Starting,
+            error: None,
+            epoch: crate::ids::new_epoch(),
+            started_at: now(),
+            ended_at: None,
+            resumed_segments: 0,
+            segments: 0,
+            parts: 0,
+            keyframe_requests: 0,
+            packets_in: 0,
+            packets_rejected: 0,
+            encoder_speed: 0.0,
+            objects_stored: 0,
+            bytes_stored: 0,
+            upload_lag_ms: 0,
+            upload_blocked_ms: 0,
+            upload_failed_attempts: 0,
+            upload_queued: 0,
+            variant_sets: Vec::new(),
+            worker: None,
+        }
+    }
 }
 
 /// A running or finished job as the service holds it.
 pub struct JobShared {
     pub(crate) status: Mutex<JobStatus>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// Stop without finishing the playlists: another run (a worker taking over) continues them.
+    pub(crate) abandon: AtomicBool,
     pub(crate) done: tokio::sync::watch::Sender<bool>,
     uploads: Mutex<Option<Arc<UploadStats>>>,
 }
@@ -73,6 +111,7 @@ impl JobShared {
         JobShared {
             status: Mutex::new(status),
             stop: Arc::new(AtomicBool::new(false)),
+            abandon: AtomicBool::new(false),
             done: tokio::sync::watch::channel(false).0,
             uploads: Mutex::new(None),
         }
@@ -136,7 +175,10 @@ pub(crate) async fn run(job: JobRun, source: Source, shared: Arc<JobShared>) {
             }
         }
     });
-    if let Some(s) = shared.snapshot() {
+    if shared.abandon.load(Ordering::Relaxed) {
+        // Not over: another run continues the broadcast and tells the webhooks.
+        info!(job = ?shared.snapshot().map(|s| s.id), "egress job handed over");
+    } else if let Some(s) = shared.snapshot() {
         info!(job = %s.id, state = ?s.state, segments = s.segments, bytes = s.bytes_stored, "egress job over");
         let event = if s.state == JobState::Failed {
             "egress_failed"
@@ -192,7 +234,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     shared.update(|s| s.variant_sets = sets.iter().map(|(n, _)| n.clone()).collect());
     packager.set_variant_sets(sets);
     if job.resume {
-        let resumed = resume(&mut packager, &job.store).await?;
+        let resumed = resume(&mut packager, &job.store, job.settings.part_s).await?;
         shared.update(|s| s.resumed_segments = resumed);
     }
     let uploader = Uploader::spawn(job.store.clone(), job.settings.upload_queue);
@@ -321,6 +363,11 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     // Whatever happened, what was produced becomes a finished (VOD) broadcast.
     shared.stop.store(true, Ordering::Relaxed);
     let fed = feeder.await;
+    if shared.abandon.load(Ordering::Relaxed) {
+        // What is stored stays; the playlists stay open for the run that takes over.
+        uploader.flush().await;
+        return Err("handed over to another run".into());
+    }
     put_all(&uploader, packager.finish()).await;
     uploader.flush().await;
     for t in &tracks {
@@ -361,21 +408,49 @@ async fn put_all(uploader: &Uploader, objs: Vec<Object>) {
 }
 
 /// Takes over an earlier run's stored playlists; returns the segments taken over per track.
-async fn resume(packager: &mut Packager, store: &Store) -> Result<usize, String> {
+/// The segment the earlier run had open (viewers saw its number and parts) is closed from its
+/// stored parts, or marked a gap when none were stored, and every track continues at the same
+/// number: a number is never reused for other media.
+async fn resume(packager: &mut Packager, store: &Store, part_target: f64) -> Result<usize, String> {
     let names: Vec<String> = packager.tracks().map(|t| t.name.clone()).collect();
     let mut taken = 0;
-    for t in names {
-        let key = packager.resume_key(&t);
+    for t in &names {
+        let key = packager.resume_key(t);
         match store.get(&key).await {
             // An ended broadcast or an unreadable playlist is not continued: a new run would
             // overwrite what viewers already have.
             Ok(Some(text)) => {
                 taken = packager
-                    .resume_from_playlist(&t, &text)
+                    .resume_from_playlist(t, &text)
                     .map_err(|e| e.to_string())?
             }
-            Ok(None) => {}
+            Ok(None) => continue,
             Err(e) => return Err(format!("reading {key}: {e}")),
+        }
+        let live_key = format!("{}/{t}.m3u8", packager.prefix());
+        let tail = match store.get(&live_key).await {
+            Ok(Some(text)) => hls::open_tail(&text),
+            Ok(None) => None,
+            Err(e) => return Err(format!("reading {live_key}: {e}")),
+        };
+        if let Some(tail) = tail.filter(|tl| Some(tl.msn) == packager.next_msn(t)) {
+            let seg = close_tail(packager.prefix(), t, tail, store, part_target).await?;
+            packager.append_resumed(t, seg);
+        }
+    }
+    // Tracks stopped a segment apart continue together (gaps fill the shorter ones).
+    let next = names.iter().filter_map(|t| packager.next_msn(t)).max();
+    for t in &names {
+        while let (Some(n), Some(want)) = (packager.next_msn(t), next) {
+            if n >= want || n == 0 {
+                break;
+            }
+            let init_uri = packager
+                .state(t)
+                .and_then(|s| s.segments.last())
+                .map(|s| s.init_uri.clone())
+                .unwrap_or_default();
+            packager.append_resumed(t, gap_segment(t, n, 2.0, 0, init_uri));
         }
     }
     if taken > 0 {
@@ -386,4 +461,81 @@ async fn resume(packager: &mut Packager, store: &Store) -> Result<usize, String>
         );
     }
     Ok(taken)
+}
+
+/// The earlier run's open segment as a complete one: its stored parts joined (CMAF fragments
+/// concatenate into a segment), up to the first missing part; a gap when none is usable.
+async fn close_tail(
+    prefix: &str,
+    track: &str,
+    tail: hls::OpenTail,
+    store: &Store,
+    part_target: f64,
+) -> Result<hls::SegmentEntry, String> {
+    let mut body = Vec::new();
+    let mut duration = 0.0;
+    if tail.parts.first().is_some_and(|p| p.independent) {
+        for p in &tail.parts {
+            match store.get(&format!("{prefix}/{}", p.uri)).await {
+                Ok(Some(b)) => {
+                    body.extend_from_slice(&b);
+                    duration += p.duration;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading part {}: {e}", p.uri)),
+            }
+        }
+    }
+    if body.is_empty() {
+        return Ok(gap_segment(
+            track,
+            tail.msn,
+            part_target,
+            tail.program_date_time_ms,
+            tail.init_uri,
+        ));
+    }
+    // The name the earlier run would have given it (never written by it).
+    let uri = tail.parts[0]
+        .uri
+        .strip_suffix(".0.m4s")
+        .map(|u| format!("{u}.m4s"))
+        .ok_or_else(|| format!("unexpected part name {}", tail.parts[0].uri))?;
+    store
+        .put(&Object {
+            key: format!("{prefix}/{uri}"),
+            body,
+        })
+        .await
+        .map_err(|e| format!("storing {uri}: {e}"))?;
+    info!(%prefix, %uri, duration, "closed the earlier run's open segment from its parts");
+    Ok(hls::SegmentEntry {
+        msn: tail.msn,
+        uri,
+        duration,
+        parts: Vec::new(),
+        program_date_time_ms: tail.program_date_time_ms,
+        discontinuity: tail.discontinuity,
+        init_uri: tail.init_uri,
+        gap: false,
+    })
+}
+
+fn gap_segment(
+    track: &str,
+    msn: u64,
+    duration: f64,
+    pdt_ms: i64,
+    init_uri: String,
+) -> hls::SegmentEntry {
+    hls::SegmentEntry {
+        msn,
+        uri: format!("{track}/gap-{msn}.m4s"),
+        duration,
+        parts: Vec::new(),
+        program_date_time_ms: pdt_ms,
+        discontinuity: false,
+        init_uri,
+        gap: true,
+    }
 }

@@ -5,17 +5,22 @@
 mod error;
 mod ids;
 mod job;
+mod queue;
+mod remote;
 mod service;
 mod settings;
 mod source;
 mod tracks;
 mod webhook;
+mod worker;
 
 pub use error::EgressError;
 pub use ids::{new_broadcast_id, new_epoch};
 pub use job::{JobState, JobStatus};
+pub use queue::QueueSettings;
 pub use service::{ladder, Broadcast, Egress, StartRequest};
 pub use settings::HlsSettings;
 pub use source::{RtpPacket, Source};
 pub use tracks::{track_infos, track_name};
 pub use webhook::Webhooks;
+pub use worker::Worker;

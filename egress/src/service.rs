@@ -12,8 +12,9 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::error::EgressError;
-use crate::ids::{new_broadcast_id, new_epoch, valid_name};
+use crate::ids::{new_broadcast_id, valid_name};
 use crate::job::{run, JobRun, JobShared, JobState, JobStatus};
+use crate::queue::QueueSettings;
 use crate::settings::HlsSettings;
 use crate::source::Source;
 
@@ -54,6 +55,13 @@ struct Inner {
     /// Jobs by id (= broadcast id), and each room's latest job.
     jobs: Mutex<HashMap<String, Arc<JobShared>>>,
     latest: Mutex<HashMap<String, String>>,
+    /// Out-of-process egress: room broadcasts are queued for `aula egress worker`s.
+    queue: Option<Queue>,
+}
+
+pub(crate) struct Queue {
+    pub settings: QueueSettings,
+    pub client: redis::Client,
 }
 
 #[derive(Clone)]
@@ -73,8 +81,48 @@ pub fn ladder(profile: &str) -> Result<Ladder, EgressError> {
 }
 
 impl Egress {
+    /// Jobs run in this process.
     pub fn new(store: Arc<Store>, keys: SigningKeys, settings: HlsSettings) -> Egress {
+        Egress::build(store, keys, settings, LiveIndex::default(), None)
+    }
+
+    /// Room broadcasts are queued for `aula egress worker`s on `queue.redis` (test-pattern
+    /// jobs still run here); the workers' live playlist positions feed this node's origin.
+    /// Needs a tokio runtime.
+    pub fn dispatching(
+        store: Arc<Store>,
+        keys: SigningKeys,
+        settings: HlsSettings,
+        queue: QueueSettings,
+    ) -> Result<Egress, EgressError> {
+        queue.check().map_err(EgressError::Queue)?;
+        let client = redis::Client::open(queue.redis.as_str())
+            .map_err(|e| EgressError::Queue(e.to_string()))?;
         let live = LiveIndex::default();
+        tokio::spawn(crate::remote::follow_live(
+            client.clone(),
+            queue.live_channel(),
+            live.clone(),
+        ));
+        Ok(Egress::build(
+            store,
+            keys,
+            settings,
+            live,
+            Some(Queue {
+                settings: queue,
+                client,
+            }),
+        ))
+    }
+
+    pub(crate) fn build(
+        store: Arc<Store>,
+        keys: SigningKeys,
+        settings: HlsSettings,
+        live: LiveIndex,
+        queue: Option<Queue>,
+    ) -> Egress {
         Egress {
             inner: Arc::new(Inner {
                 origin: Origin::new(store.clone(), keys.clone(), live.clone()),
@@ -84,6 +132,7 @@ impl Egress {
                 settings,
                 jobs: Mutex::new(HashMap::new()),
                 latest: Mutex::new(HashMap::new()),
+                queue,
             }),
         }
     }
@@ -112,32 +161,7 @@ impl Egress {
         if !valid_name(&broadcast) {
             return Err(EgressError::BadName(broadcast));
         }
-        let status = JobStatus {
-            id: broadcast.clone(),
-            room: req.room.clone(),
-            broadcast: broadcast.clone(),
-            profile,
-            source: source.describe(),
-            state: JobState::Starting,
-            error: None,
-            epoch: new_epoch(),
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ended_at: None,
-            resumed_segments: 0,
-            segments: 0,
-            parts: 0,
-            keyframe_requests: 0,
-            packets_in: 0,
-            packets_rejected: 0,
-            encoder_speed: 0.0,
-            objects_stored: 0,
-            bytes_stored: 0,
-            upload_lag_ms: 0,
-            upload_blocked_ms: 0,
-            upload_failed_attempts: 0,
-            upload_queued: 0,
-            variant_sets: Vec::new(),
-        };
+        let status = JobStatus::starting(&broadcast, &req.room, &profile, source.describe());
         let shared = Arc::new(JobShared::new(status.clone()));
         {
             let mut jobs = self.jobs_lock();
@@ -170,7 +194,21 @@ impl Egress {
             live: self.inner.live.clone(),
             resume,
         };
-        tokio::spawn(run(run_args, source, shared));
+        match (&self.inner.queue, &source) {
+            (Some(q), Source::Room { .. }) => {
+                let remote = crate::remote::Dispatch {
+                    client: q.client.clone(),
+                    queue: q.settings.clone(),
+                    room: req.room.clone(),
+                    profile: status.profile.clone(),
+                    idle: Duration::from_secs(self.inner.settings.idle_timeout_s),
+                };
+                tokio::spawn(crate::remote::dispatch(remote, source, shared));
+            }
+            _ => {
+                tokio::spawn(run(run_args, source, shared));
+            }
+        }
         Ok(status)
     }
 
@@ -203,6 +241,18 @@ impl Egress {
         let j = jobs
             .get(id)
             .ok_or_else(|| EgressError::NoSuchJob(id.into()))?;
+        j.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops a job without finishing its playlists, for another run to continue (a worker
+    /// handing its jobs over).
+    pub fn abandon(&self, id: &str) -> Result<(), EgressError> {
+        let jobs = self.jobs_lock();
+        let j = jobs
+            .get(id)
+            .ok_or_else(|| EgressError::NoSuchJob(id.into()))?;
+        j.abandon.store(true, std::sync::atomic::Ordering::Relaxed);
         j.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -347,6 +397,6 @@ impl Egress {
     }
 }
 
-fn is_over(s: JobState) -> bool {
+pub(crate) fn is_over(s: JobState) -> bool {
     matches!(s, JobState::Ended | JobState::Failed)
 }

@@ -27,6 +27,8 @@ pub enum Source {
         audio: Option<AudioInput>,
         rx: std::sync::mpsc::Receiver<RtpPacket>,
         idle: Duration,
+        /// Asks the sender for a keyframe, where it can be reached.
+        keyframe: Option<Arc<dyn Fn() + Send + Sync>>,
     },
     /// A room's broadcaster, tapped in-process from the SFU. Ends when the publisher leaves or
     /// sends nothing for `idle`.
@@ -132,7 +134,8 @@ impl Source {
     pub(crate) fn keyframe_requester(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
         match self {
             Source::Room { tap, .. } => Some(tap.keyframe_requester()),
-            Source::TestPattern { .. } | Source::Rtp { .. } => None,
+            Source::Rtp { keyframe, .. } => keyframe.clone(),
+            Source::TestPattern { .. } => None,
         }
     }
 
@@ -166,45 +169,16 @@ impl Source {
                 }
             }
             Source::Room { tap, idle, early } => {
-                let mut video = RtpPacketizer::new(VIDEO_PT, 0x5eed_0000);
-                let mut audio = RtpPacketizer::new(AUDIO_PT, 0xa0d1_0000);
-                let mut push = |f: &TapFrame| {
-                    if f.video {
-                        for p in video.packetize(f) {
-                            let _ = tc.push_video(&p);
-                        }
-                    } else {
-                        for p in audio.packetize(f) {
-                            let _ = tc.push_audio(&p);
-                        }
-                    }
-                };
-                for f in &early {
-                    push(f);
-                }
-                let mut last = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    match tap.recv_timeout(Duration::from_millis(100)) {
-                        Ok(f) => {
-                            last = Instant::now();
-                            push(&f);
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            if last.elapsed() > idle {
-                                tracing::info!(publisher = %tap.identity, ?idle, "no media: ending the job");
-                                break;
-                            }
-                        }
-                        // The publisher left: the broadcast is over.
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                if tap.dropped() > 0 {
-                    tracing::warn!(
-                        dropped = tap.dropped(),
-                        "egress fell behind the publisher: frames were lost"
-                    );
-                }
+                let mut packetizer = Packetizer::new();
+                pump_room(&tap, idle, &early, &stop, |f| {
+                    packetizer.packetize(f, |video, p| {
+                        let _ = if video {
+                            tc.push_video(p)
+                        } else {
+                            tc.push_audio(p)
+                        };
+                    })
+                });
             }
             Source::TestPattern {
                 seconds,
@@ -231,5 +205,68 @@ impl Source {
             }
         }
         tc.finish(Duration::from_secs(10))
+    }
+}
+
+/// A room publisher's frames as RTP with the payload types the transcoder expects.
+pub(crate) struct Packetizer {
+    video: RtpPacketizer,
+    audio: RtpPacketizer,
+}
+
+impl Packetizer {
+    pub(crate) fn new() -> Packetizer {
+        Packetizer {
+            video: RtpPacketizer::new(VIDEO_PT, 0x5eed_0000),
+            audio: RtpPacketizer::new(AUDIO_PT, 0xa0d1_0000),
+        }
+    }
+
+    pub(crate) fn packetize(&mut self, f: &TapFrame, mut out: impl FnMut(bool, &[u8])) {
+        let p = if f.video {
+            &mut self.video
+        } else {
+            &mut self.audio
+        };
+        for pkt in p.packetize(f) {
+            out(f.video, &pkt);
+        }
+    }
+}
+
+/// Hands a room publisher's frames (the `early` ones first) to `on_frame` until the publisher
+/// leaves, sends nothing for `idle`, or `stop` is set. Blocking.
+pub(crate) fn pump_room(
+    tap: &Tap,
+    idle: Duration,
+    early: &[TapFrame],
+    stop: &AtomicBool,
+    mut on_frame: impl FnMut(&TapFrame),
+) {
+    for f in early {
+        on_frame(f);
+    }
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match tap.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => {
+                last = Instant::now();
+                on_frame(&f);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if last.elapsed() > idle {
+                    tracing::info!(publisher = %tap.identity, ?idle, "no media: ending the job");
+                    break;
+                }
+            }
+            // The publisher left: the broadcast is over.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if tap.dropped() > 0 {
+        tracing::warn!(
+            dropped = tap.dropped(),
+            "egress fell behind the publisher: frames were lost"
+        );
     }
 }

@@ -71,6 +71,7 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
                 }),
                 rx,
                 idle: Duration::from_secs(5),
+                keyframe: None,
             },
         )
         .expect("garbage job starts")
@@ -145,6 +146,7 @@ async fn an_audio_only_broadcast_goes_live() {
                 }),
                 rx,
                 idle: Duration::from_secs(2),
+                keyframe: None,
             },
         )
         .expect("starts")

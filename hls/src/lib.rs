@@ -11,10 +11,11 @@ mod storage;
 mod uploader;
 
 pub use object::{cache_control, content_type, Object};
-pub use origin::{LiveIndex, Origin, Response};
+pub use origin::{LiveIndex, LiveListener, Origin, Response};
 pub use packager::{Packager, PackagerConfig, Position, ResumeError, TrackInfo};
 pub use playlist::{
-    render_master, segments_from, MediaState, PartEntry, SegmentEntry, VariantEntry, View,
+    open_tail, render_master, segments_from, MediaState, OpenTail, PartEntry, SegmentEntry,
+    VariantEntry, View,
 };
 pub use sign::{now_unix, split_signed_path, SignError, SigningKeys};
 pub use storage::{check_key, FsStore, S3Config, S3Store, StorageError, Store};

@@ -17,13 +17,26 @@ use crate::storage::{check_key, Store};
 /// A live playlist's position and target duration.
 type Entry = (watch::Sender<Position>, Duration);
 
+/// A live-index change: `Some(position)` published, `None` ended.
+pub type LiveListener = Arc<dyn Fn(&str, Option<Position>, Duration) + Send + Sync>;
+
 /// Where live playlists stand, published by running jobs after each playlist is stored.
 #[derive(Default, Clone)]
 pub struct LiveIndex {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Told of every change (an out-of-process worker forwards them to the node serving viewers).
+    listener: Option<LiveListener>,
 }
 
 impl LiveIndex {
+    /// An index that also tells `listener` of every change.
+    pub fn with_listener(listener: LiveListener) -> LiveIndex {
+        LiveIndex {
+            inner: Arc::default(),
+            listener: Some(listener),
+        }
+    }
+
     /// `key` (a media playlist's object key) now holds everything before `next`.
     pub fn publish(&self, key: &str, next: Position, target_duration: Duration) {
         if let Ok(mut m) = self.inner.lock() {
@@ -36,12 +49,18 @@ impl LiveIndex {
                 }
             }
         }
+        if let Some(l) = &self.listener {
+            l(key, Some(next), target_duration);
+        }
     }
 
     /// The playlist will not change any more (broadcast ended).
     pub fn end(&self, key: &str) {
         if let Ok(mut m) = self.inner.lock() {
             m.remove(key);
+        }
+        if let Some(l) = &self.listener {
+            l(key, None, Duration::ZERO);
         }
     }
 

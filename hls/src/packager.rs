@@ -131,6 +131,21 @@ impl Packager {
         }
     }
 
+    /// The next media sequence number `track` will use.
+    pub fn next_msn(&self, track: &str) -> Option<u64> {
+        self.tracks.get(track).map(|t| t.next_msn)
+    }
+
+    /// Appends a complete segment of an earlier run (one salvaged from its stored parts, or a
+    /// gap) to a resumed track.
+    pub fn append_resumed(&mut self, track: &str, segment: SegmentEntry) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.next_msn = segment.msn + 1;
+            t.state.segments.push(segment);
+            t.pending_discontinuity = true;
+        }
+    }
+
     /// The stored event playlist (`{track}-vod.m3u8`) of an earlier run, to continue after.
     /// Returns the number of segments taken over; refuses a playlist that already ended.
     pub fn resume_from_playlist(&mut self, track: &str, text: &[u8]) -> Result<usize, ResumeError> {
@@ -243,6 +258,7 @@ impl Packager {
                 .map_or(0, |d| d.as_millis() as i64),
             discontinuity,
             init_uri: t.state.init_uri.clone(),
+            gap: false,
         });
         let uri = format!("{name}/{epoch}-{}.{}.m4s", open.msn, open.parts.len());
         open.parts.push(PartEntry {

@@ -26,6 +26,8 @@ pub struct SegmentEntry {
     pub discontinuity: bool,
     /// The init segment this segment's media needs (EXT-X-MAP); changes after a restart.
     pub init_uri: String,
+    /// No media (`EXT-X-GAP`): a number a killed run had shown viewers but left no data for.
+    pub gap: bool,
 }
 
 /// What a media playlist says, before rendering.
@@ -118,6 +120,12 @@ impl MediaState {
                         rest: Some(part_attrs(p)),
                     })
                     .collect();
+            }
+            if s.gap {
+                m.unknown_tags.push(ExtTag {
+                    tag: "X-GAP".into(),
+                    rest: None,
+                });
             }
             segs.push(m);
         }
@@ -242,7 +250,70 @@ pub fn segments_from(pl: &m3u8_rs::MediaPlaylist) -> Vec<SegmentEntry> {
                 program_date_time_ms: s.program_date_time.map_or(0, |d| d.timestamp_millis()),
                 discontinuity: s.discontinuity,
                 init_uri: init.clone(),
+                gap: s.unknown_tags.iter().any(|t| t.tag == "X-GAP"),
             }
         })
         .collect()
+}
+
+/// The segment a live playlist showed after its last complete one (its parts so far, maybe
+/// none but the preload hint): what a killed run left open. Viewers have seen its number, so a
+/// run taking over must not reuse it for other media (hls.js rejects a playlist whose segment
+/// changes discontinuity sequence).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenTail {
+    pub msn: u64,
+    pub parts: Vec<PartEntry>,
+    pub program_date_time_ms: i64,
+    pub init_uri: String,
+    pub discontinuity: bool,
+}
+
+/// Reads the open segment off a stored live playlist (`None` if ended or unreadable).
+pub fn open_tail(live: &[u8]) -> Option<OpenTail> {
+    let text = std::str::from_utf8(live).ok()?;
+    if !text.starts_with("#EXTM3U") || text.contains("#EXT-X-ENDLIST") {
+        return None;
+    }
+    let mut media_sequence = Some(0); // m3u8-rs leaves out a zero media sequence
+    let mut complete = 0u64;
+    let mut tail = OpenTail {
+        msn: 0,
+        parts: Vec::new(),
+        program_date_time_ms: 0,
+        init_uri: String::new(),
+        discontinuity: false,
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            media_sequence = v.parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            tail.init_uri = attr(v, "URI")?;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            tail.program_date_time_ms =
+                chrono::DateTime::parse_from_rfc3339(v).map_or(0, |d| d.timestamp_millis());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            tail.discontinuity = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
+            tail.parts.push(PartEntry {
+                uri: attr(v, "URI")?,
+                duration: attr(v, "DURATION")?.parse().ok()?,
+                independent: v.contains("INDEPENDENT=YES"),
+            });
+        } else if !line.is_empty() && !line.starts_with('#') {
+            // A complete segment: whatever came before belonged to it.
+            complete += 1;
+            tail.parts.clear();
+            tail.discontinuity = false;
+        }
+    }
+    tail.msn = media_sequence? + complete;
+    Some(tail)
+}
+
+fn attr(list: &str, name: &str) -> Option<String> {
+    list.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == name).then(|| v.trim_matches('"').to_string())
+    })
 }

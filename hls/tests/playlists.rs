@@ -366,3 +366,40 @@ fn without_a_recording_old_segments_are_deleted_and_never_named_again() {
     assert_eq!(p2.resume_key("v0"), "math/b1/v0-vod.m3u8");
     assert!(p2.resume_from_playlist("v0", b"not a playlist").is_err());
 }
+
+/// What a killed run left open, read off its live playlist: the number viewers saw and the
+/// parts stored so far; nothing for an ended playlist or garbage.
+#[test]
+fn open_tail_reads_the_open_segment() {
+    let live = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-MAP:URI=\"audio/e1-init.mp4\"\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-23T08:14:49.546Z\n#EXTINF:2.0,\naudio/e1-0.m4s\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-23T08:14:51.546Z\n\
+#EXT-X-PART:DURATION=0.49067,URI=\"audio/e1-1.0.m4s\",INDEPENDENT=YES\n\
+#EXT-X-PART:DURATION=0.5,URI=\"audio/e1-1.1.m4s\"\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"audio/e1-1.2.m4s\"\n";
+    let t = hls::open_tail(live.as_bytes()).expect("open tail");
+    assert_eq!(t.msn, 1);
+    assert_eq!(t.init_uri, "audio/e1-init.mp4");
+    assert_eq!(t.parts.len(), 2);
+    assert!(t.parts[0].independent && !t.parts[1].independent);
+    assert_eq!(t.parts[1].uri, "audio/e1-1.1.m4s");
+    assert!((t.parts[0].duration - 0.49067).abs() < 1e-9);
+    assert!(t.program_date_time_ms > 0);
+
+    // Right after a segment closed: the number is shown (preload hint), with no parts.
+    let closed = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"v0/e1-init.mp4\"\n#EXTINF:2.0,\nv0/e1-7.m4s\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"v0/e1-8.0.m4s\"\n";
+    let t = hls::open_tail(closed.as_bytes()).expect("open tail");
+    assert_eq!((t.msn, t.parts.len()), (8, 0));
+
+    assert!(hls::open_tail(format!("{closed}#EXT-X-ENDLIST\n").as_bytes()).is_none());
+    for junk in [
+        &b""[..],
+        b"\xff\xfe",
+        b"#EXTM3U\n#EXT-X-PART:DURATION=x,URI=\"a\"\n",
+        b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n",
+    ] {
+        assert!(hls::open_tail(junk).is_none(), "{junk:?}");
+    }
+}

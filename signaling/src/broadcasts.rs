@@ -217,6 +217,6 @@ fn egress_error(e: egress::EgressError) -> ApiError {
         E::UnknownProfile(..) | E::BadName(_) | E::Resume(..) => {
             ApiError::BadRequest(e.to_string())
         }
-        E::Storage(_) | E::Transcode(_) => ApiError::Unavailable(e.to_string()),
+        E::Storage(_) | E::Transcode(_) | E::Queue(_) => ApiError::Unavailable(e.to_string()),
     }
 }

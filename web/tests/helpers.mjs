@@ -38,6 +38,7 @@ export async function startServer(extraEnv = {}) {
     media,
     dir,
     proc,
+    env,
     logs: () => logs,
     token(room, identity, flags = ['--publish', '--publish-data'], ttl = '1h') {
       return execFileSync(AULA, ['token', '--room', room, '--identity', identity, '--ttl', ttl, ...flags], { env })
@@ -155,11 +156,51 @@ export async function upgradeStatus(url) {
 }
 
 // A real S3 server (moto[server] from PyPI) on a free loopback port.
-export async function startMoto() {
+async function freePort() {
   const net = await import('node:net');
-  const port = await new Promise((resolve) => {
+  return new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
   });
+}
+
+// A real redis-server on loopback (no persistence), for the egress worker queue.
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const net = await import('node:net');
+  await waitFor(() => new Promise((r) => {
+    const c = net.connect(port, '127.0.0.1', () => { c.end(); r(true); });
+    c.on('error', () => r(false));
+  }), 15_000, 'redis-server');
+  return { url: `redis://127.0.0.1:${port}`, stop: () => proc.kill() };
+}
+
+// `aula egress worker` with the server's configuration (same storage, same queue).
+export async function startWorker(server, name) {
+  const proc = spawn(AULA, ['egress', 'worker', '--name', name], { env: server.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  proc.stderr.on('data', (d) => { logs += d; });
+  await new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d) => { out += d; if (out.includes('ready')) resolve(); });
+    proc.on('exit', (code) => reject(new Error(`worker ${name} exited ${code}:\n${logs}`)));
+  });
+  return {
+    name,
+    proc,
+    logs: () => logs,
+    kill(signal = 'SIGKILL') { proc.kill(signal); },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGINT');
+        await new Promise((r) => proc.on('exit', r));
+      }
+    },
+  };
+}
+
+export async function startMoto() {
+  const port = await freePort();
   const proc = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
   const endpoint = `http://127.0.0.1:${port}`;
   await waitFor(async () => { try { await fetch(endpoint); return true; } catch { return false; } }, 30_000, 'moto server');

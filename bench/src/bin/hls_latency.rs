@@ -157,6 +157,7 @@ async fn main() -> Result<()> {
             }),
             rx,
             idle: Duration::from_secs(3),
+            keyframe: None,
         },
     )?;
     let ladder = egress::ladder(&a.profile)?;
