@@ -38,8 +38,9 @@ if ! python3 -c "import moto.server" 2>/dev/null; then
 fi
 
 # npm packages: playwright-core (drives Debian's chromium in tests), hls.js (vendored into
-# web/vendor by scripts/build-web.sh).
-if [ ! -d web/node_modules/playwright-core ] || [ ! -d web/node_modules/hls.js ]; then
+# web/vendor by scripts/build-web.sh), yjs / y-protocols / y-websocket / ws (the collaboration
+# tests' real Yjs clients, and the reference server the collab bench compares against).
+if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
   echo "install-deps: npm ci (web/)"
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi

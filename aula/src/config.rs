@@ -21,6 +21,8 @@ pub struct Config {
     pub signing: Signing,
     /// Out-of-process egress (`aula egress worker`) over Redis Streams.
     pub egress: egress::QueueSettings,
+    /// Rooms' shared documents (`/collab/{room}`).
+    pub collab: signaling::collab::CollabSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +129,7 @@ impl Default for Config {
             hls: egress::HlsSettings::default(),
             signing: Signing::default(),
             egress: egress::QueueSettings::default(),
+            collab: signaling::collab::CollabSettings::default(),
         }
     }
 }
@@ -185,6 +188,7 @@ impl Config {
             .context("invalid configuration (aula.toml / AULA_* variables)")?;
         c.hls.check().map_err(anyhow::Error::msg)?;
         c.egress.check().map_err(anyhow::Error::msg)?;
+        c.collab.check().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
 

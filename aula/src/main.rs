@@ -209,8 +209,11 @@ fn serve(cfg: Config) -> Result<()> {
         } else {
             egress::Egress::new(store, cfg.signing_keys()?, cfg.hls.clone())
         };
-        let state =
-            AppState::new(sfu, keys).with_egress(egress.clone(), cfg.signing.public_broadcasts);
+        let collab =
+            signaling::collab::Collab::new(cfg.storage.dir.join("collab"), cfg.collab.clone());
+        let state = AppState::new(sfu, keys)
+            .with_egress(egress.clone(), cfg.signing.public_broadcasts)
+            .with_collab(collab);
         let app = signaling::router(state);
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub egress: Option<egress::Egress>,
     /// Anyone may ask where a room's broadcast is (the segments stay signed).
     pub public_broadcasts: bool,
+    /// Rooms' shared documents (`/collab/{room}`).
+    pub collab: Option<crate::collab::Collab>,
 }
 
 impl AppState {
@@ -44,7 +46,13 @@ impl AppState {
             resumable: Arc::new(Mutex::new(HashMap::new())),
             egress: None,
             public_broadcasts: false,
+            collab: None,
         }
+    }
+
+    pub fn with_collab(mut self, c: crate::collab::Collab) -> AppState {
+        self.collab = Some(c);
+        self
     }
 
     pub fn with_egress(mut self, e: egress::Egress, public_broadcasts: bool) -> AppState {
@@ -89,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/live/{room}", get(pages::live))
         .route("/assets/{name}", get(pages::asset))
         .route("/rtc/{room}", get(rtc_ws::upgrade))
+        .route("/collab/{room}", get(crate::collab::ws::upgrade))
         .route("/whip/{room}", post(whip::whip_post))
         .route(
             "/whip/{room}/{session}",
@@ -119,6 +128,9 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> imp
     s.sfu.metrics().render(&mut out);
     if let Some(e) = &s.egress {
         e.render_metrics(&mut out);
+    }
+    if let Some(c) = &s.collab {
+        c.render_metrics(&mut out);
     }
     let sessions = s.sessions.lock().map(|m| m.len()).unwrap_or(0);
     out.push_str(&format!(

@@ -2,6 +2,7 @@
 //! pages, metrics). Room logic lives in `sfu`; this crate only translates.
 
 mod broadcasts;
+pub mod collab;
 mod error;
 mod http;
 mod pages;

@@ -10,8 +10,9 @@ import { chromium } from 'playwright-core';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const AULA = process.env.AULA_BIN || join(root, 'target', 'debug', 'aula');
 
-export async function startServer(extraEnv = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
+export async function startServer(extraEnv = {}, opts = {}) {
+  // opts.dir: reuse a storage directory (a restart); it is then left for the caller.
+  const dir = opts.dir || mkdtempSync(join(tmpdir(), 'aula-test-'));
   const env = {
     ...process.env,
     AULA_HTTP__BIND: '127.0.0.1:0',
@@ -47,7 +48,12 @@ export async function startServer(extraEnv = {}) {
     async stop() {
       proc.kill('SIGINT');
       await new Promise((r) => { if (proc.exitCode !== null) r(); else proc.on('exit', r); });
-      rmSync(dir, { recursive: true, force: true });
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    },
+    // Dies without a word (power cut); the storage directory stays.
+    async kill() {
+      proc.kill('SIGKILL');
+      await new Promise((r) => { if (proc.exitCode !== null || proc.signalCode !== null) r(); else proc.on('exit', r); });
     },
   };
 }

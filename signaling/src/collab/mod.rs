@@ -1,0 +1,646 @@
+//! The collaboration service: one `yrs` document per room, spoken to with the y-protocols (sync
+//! step 1/2, updates, awareness) by any transport (`ws.rs`: a y-websocket-compatible
+//! WebSocket). Every update is in the room's log (fsynced, batched) before it is broadcast;
+//! snapshots compact the log off the edit path; rooms without clients unload and reload from
+//! disk. Per-client limits close abusive connections with clear close codes; a client whose
+//! queue fills is dropped (it resyncs on reconnect) instead of slowing the room.
+
+mod store;
+pub mod ws;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, Notify};
+use tracing::{info, warn};
+use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, ReadTxn, StateVector, Transact, Update};
+
+use axum::body::Bytes;
+use store::DocStore;
+
+/// `[collab]` in aula.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollabSettings {
+    /// Largest y-protocols message a client may send (bytes).
+    pub max_message_bytes: usize,
+    /// Messages per second a client may send, sustained (`burst` above it briefly).
+    pub rate_per_s: u32,
+    pub burst: u32,
+    /// Awareness (presence, cursors) not renewed for this long is removed.
+    pub awareness_timeout_s: u64,
+    /// Updates between snapshots.
+    pub snapshot_every: usize,
+    /// Messages queued for one client before it counts as too slow and is dropped.
+    pub client_queue: usize,
+    /// A room with no clients for this long is unloaded from memory.
+    pub unload_after_s: u64,
+}
+
+impl Default for CollabSettings {
+    fn default() -> Self {
+        CollabSettings {
+            max_message_bytes: 1 << 20,
+            rate_per_s: 100,
+            burst: 300,
+            awareness_timeout_s: 30,
+            snapshot_every: 1000,
+            client_queue: 1024,
+            unload_after_s: 10,
+        }
+    }
+}
+
+impl CollabSettings {
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_message_bytes < 1024 {
+            return Err("collab.max_message_bytes must be at least 1024".into());
+        }
+        if self.rate_per_s == 0 || self.burst < self.rate_per_s {
+            return Err("collab.rate_per_s must be > 0 and collab.burst >= rate_per_s".into());
+        }
+        if self.awareness_timeout_s == 0 || self.snapshot_every == 0 || self.client_queue < 16 {
+            return Err(
+                "collab.awareness_timeout_s and snapshot_every must be > 0, client_queue >= 16"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CollabError {
+    #[error("collab storage for room {0}: {1}")]
+    Storage(String, std::io::Error),
+    #[error("stored document of room {0} is unreadable: {1}")]
+    Corrupt(String, String),
+}
+
+/// Why the server closes a client: a WebSocket close code and a reason it can show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Close {
+    fn new(code: u16, reason: impl Into<String>) -> Close {
+        Close {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Close codes (4000-4999 are the application's).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_MALFORMED: u16 = 4400;
+pub const CLOSE_TOO_SLOW: u16 = 4408;
+pub const CLOSE_RATE: u16 = 4429;
+
+/// What a connection is sent.
+pub enum Out {
+    Msg(Bytes),
+    Close(Close),
+}
+
+#[derive(Clone)]
+pub struct Collab {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    settings: CollabSettings,
+    rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
+    next_conn: AtomicU64,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    updates: AtomicU64,
+    closed_slow: AtomicU64,
+    closed_bad: AtomicU64,
+    readonly_dropped: AtomicU64,
+}
+
+struct Room {
+    name: String,
+    state: Mutex<RoomState>,
+    /// Updates on their way to the log, then to the other clients.
+    log: mpsc::UnboundedSender<Logged>,
+}
+
+struct RoomState {
+    awareness: Awareness,
+    clients: HashMap<u64, Slot>,
+    /// When each awareness client last renewed its state.
+    seen: HashMap<ClientID, Instant>,
+    updates_since_snapshot: usize,
+}
+
+struct Slot {
+    tx: mpsc::Sender<Out>,
+    kicked: Arc<(AtomicBool, Notify)>,
+    awareness_ids: HashSet<ClientID>,
+}
+
+struct Logged {
+    from: u64,
+    update: Bytes,
+}
+
+/// One client's connection to a room's document.
+pub struct Conn {
+    room: Arc<Room>,
+    service: Arc<Inner>,
+    id: u64,
+    rx: mpsc::Receiver<Out>,
+    kicked: Arc<(AtomicBool, Notify)>,
+    can_write: bool,
+    tokens: f64,
+    refilled: Instant,
+    warned_readonly: bool,
+}
+
+impl Collab {
+    /// Documents live under `dir/{room}/`.
+    pub fn new(dir: PathBuf, settings: CollabSettings) -> Collab {
+        Collab {
+            inner: Arc::new(Inner {
+                dir,
+                settings,
+                rooms: tokio::sync::Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &CollabSettings {
+        &self.inner.settings
+    }
+
+    /// Joins `room` (loading its document if it is not in memory).
+    pub async fn join(&self, room: &str, can_write: bool) -> Result<Conn, CollabError> {
+        let r = {
+            let mut rooms = self.inner.rooms.lock().await;
+            match rooms.get(room) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.load(room).await?;
+                    rooms.insert(room.to_string(), r.clone());
+                    r
+                }
+            }
+        };
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.settings.client_queue);
+        let kicked = Arc::new((AtomicBool::new(false), Notify::new()));
+        if let Ok(mut st) = r.state.lock() {
+            st.clients.insert(
+                id,
+                Slot {
+                    tx,
+                    kicked: kicked.clone(),
+                    awareness_ids: HashSet::new(),
+                },
+            );
+        }
+        Ok(Conn {
+            room: r,
+            service: self.inner.clone(),
+            id,
+            rx,
+            kicked,
+            can_write,
+            tokens: f64::from(self.inner.settings.burst),
+            refilled: Instant::now(),
+            warned_readonly: false,
+        })
+    }
+
+    async fn load(&self, room: &str) -> Result<Arc<Room>, CollabError> {
+        let dir = self.inner.dir.join(room);
+        let name = room.to_string();
+        let (store, awareness) = tokio::task::spawn_blocking(move || {
+            let (store, loaded) =
+                DocStore::open(&dir).map_err(|e| CollabError::Storage(name.clone(), e))?;
+            let doc = yrs::Doc::new();
+            {
+                let mut txn = doc.transact_mut();
+                for u in loaded.snapshot.iter().chain(loaded.updates.iter()) {
+                    let u = Update::decode_v1(u)
+                        .map_err(|e| CollabError::Corrupt(name.clone(), e.to_string()))?;
+                    txn.apply_update(u)
+                        .map_err(|e| CollabError::Corrupt(name.clone(), e.to_string()))?;
+                }
+            }
+            Ok::<_, CollabError>((store, Awareness::new(doc)))
+        })
+        .await
+        .map_err(|e| CollabError::Corrupt(room.to_string(), e.to_string()))??;
+        let (log_tx, log_rx) = mpsc::unbounded_channel();
+        let r = Arc::new(Room {
+            name: room.to_string(),
+            state: Mutex::new(RoomState {
+                awareness,
+                clients: HashMap::new(),
+                seen: HashMap::new(),
+                updates_since_snapshot: 0,
+            }),
+            log: log_tx,
+        });
+        info!(room, "collab document loaded");
+        tokio::spawn(log_task(
+            Arc::downgrade(&r),
+            self.inner.clone(),
+            store,
+            log_rx,
+        ));
+        tokio::spawn(expire_task(
+            self.inner.clone(),
+            Arc::downgrade(&r),
+            Duration::from_secs(self.inner.settings.awareness_timeout_s),
+        ));
+        Ok(r)
+    }
+
+    /// Rooms in memory and connected clients.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let m = &self.inner.metrics;
+        let rooms = self.inner.rooms.try_lock().map(|r| r.len()).unwrap_or(0);
+        let _ = write!(
+            out,
+            "# TYPE aula_collab_rooms gauge\naula_collab_rooms {rooms}\n\
+             # TYPE aula_collab_updates_total counter\naula_collab_updates_total {}\n\
+             # TYPE aula_collab_closed_slow_total counter\naula_collab_closed_slow_total {}\n\
+             # TYPE aula_collab_closed_bad_total counter\naula_collab_closed_bad_total {}\n\
+             # TYPE aula_collab_readonly_dropped_total counter\naula_collab_readonly_dropped_total {}\n",
+            m.updates.load(Ordering::Relaxed),
+            m.closed_slow.load(Ordering::Relaxed),
+            m.closed_bad.load(Ordering::Relaxed),
+            m.readonly_dropped.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn encode(msg: &Message) -> Bytes {
+    Bytes::from(msg.encode_v1())
+}
+
+impl Conn {
+    /// What a new client is sent first: the server's sync step 1 and everyone's awareness (as
+    /// separate messages: y-websocket reads one message per frame).
+    pub fn greeting(&self) -> Vec<Bytes> {
+        let Ok(st) = self.room.state.lock() else {
+            return Vec::new();
+        };
+        let sv = st.awareness.doc().transact().state_vector();
+        let mut out = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
+        if let Ok(u) = st.awareness.update() {
+            if !u.clients.is_empty() {
+                out.push(encode(&Message::Awareness(u)));
+            }
+        }
+        out
+    }
+
+    /// Handles one message from the client; returns the replies for it alone.
+    pub fn handle(&mut self, data: &[u8]) -> Result<Vec<Bytes>, Close> {
+        let s = &self.service.settings;
+        if data.len() > s.max_message_bytes {
+            return Err(self.bad(Close::new(
+                CLOSE_TOO_BIG,
+                format!(
+                    "message of {} bytes is over the {} byte limit",
+                    data.len(),
+                    s.max_message_bytes
+                ),
+            )));
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.refilled).as_secs_f64() * f64::from(s.rate_per_s))
+        .min(f64::from(s.burst));
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return Err(self.bad(Close::new(
+                CLOSE_RATE,
+                format!("over {} messages per second", s.rate_per_s),
+            )));
+        }
+        self.tokens -= 1.0;
+        let msg = Message::decode_v1(data).map_err(|e| {
+            self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("malformed y-protocols message: {e}"),
+            ))
+        })?;
+        match msg {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let st = self.lock()?;
+                let diff = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
+                Ok(vec![encode(&Message::Sync(SyncMessage::SyncStep2(diff)))])
+            }
+            Message::Sync(SyncMessage::SyncStep2(u)) | Message::Sync(SyncMessage::Update(u)) => {
+                if !self.can_write {
+                    self.service
+                        .metrics
+                        .readonly_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !self.warned_readonly {
+                        self.warned_readonly = true;
+                        info!(room = %self.room.name, conn = self.id, "collab: update from a read-only client dropped");
+                    }
+                    return Ok(Vec::new());
+                }
+                self.apply(u)?;
+                Ok(Vec::new())
+            }
+            Message::Awareness(u) => {
+                self.awareness(u, data)?;
+                Ok(Vec::new())
+            }
+            Message::AwarenessQuery => {
+                let st = self.lock()?;
+                Ok(st
+                    .awareness
+                    .update()
+                    .ok()
+                    .map(|u| vec![encode(&Message::Awareness(u))])
+                    .unwrap_or_default())
+            }
+            // Auth is decided by the token at connect; other message types are not ours.
+            Message::Auth(_) | Message::Custom(..) => Ok(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, RoomState>, Close> {
+        self.room
+            .state
+            .lock()
+            .map_err(|_| Close::new(1011, "room state poisoned"))
+    }
+
+    fn bad(&self, c: Close) -> Close {
+        self.service
+            .metrics
+            .closed_bad
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(room = %self.room.name, conn = self.id, code = c.code, reason = %c.reason, "collab: closing a client");
+        c
+    }
+
+    fn apply(&self, bytes: Vec<u8>) -> Result<(), Close> {
+        let update = Update::decode_v1(&bytes).map_err(|e| {
+            self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("malformed document update: {e}"),
+            ))
+        })?;
+        {
+            let st = self.lock()?;
+            let mut txn = st.awareness.doc().transact_mut();
+            txn.apply_update(update).map_err(|e| {
+                self.bad(Close::new(
+                    CLOSE_MALFORMED,
+                    format!("document update refused: {e}"),
+                ))
+            })?;
+            // Sent while the room is locked: the log's order is the order applied.
+            let _ = self.room.log.send(Logged {
+                from: self.id,
+                update: Bytes::from(bytes),
+            });
+        }
+        Ok(())
+    }
+
+    fn awareness(&self, u: AwarenessUpdate, raw: &[u8]) -> Result<(), Close> {
+        let ids: Vec<ClientID> = u.clients.keys().copied().collect();
+        let mut st = self.lock()?;
+        st.awareness.apply_update(u).map_err(|e| {
+            self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("awareness update refused: {e}"),
+            ))
+        })?;
+        let now = Instant::now();
+        for id in &ids {
+            st.seen.insert(*id, now);
+        }
+        if let Some(slot) = st.clients.get_mut(&self.id) {
+            slot.awareness_ids.extend(ids);
+        }
+        // To everyone, the sender too (as the y-websocket server does: a lone client then still
+        // hears from the server and does not reconnect after 30 s of silence).
+        broadcast(&self.service, &mut st, None, Bytes::copy_from_slice(raw));
+        Ok(())
+    }
+
+    /// The next message for this client; `None` once the room let it go.
+    pub async fn recv(&mut self) -> Option<Out> {
+        if self.kicked.0.load(Ordering::Relaxed) {
+            return Some(Out::Close(Close::new(
+                CLOSE_TOO_SLOW,
+                "too slow: messages piled up; reconnect to resync",
+            )));
+        }
+        tokio::select! {
+            m = self.rx.recv() => m,
+            _ = self.kicked.1.notified() => Some(Out::Close(Close::new(
+                CLOSE_TOO_SLOW,
+                "too slow: messages piled up; reconnect to resync",
+            ))),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let empty = {
+            let Ok(mut st) = self.room.state.lock() else {
+                return;
+            };
+            let Some(slot) = st.clients.remove(&self.id) else {
+                return;
+            };
+            // Its presence goes with it, at once.
+            let gone: Vec<ClientID> = slot.awareness_ids.into_iter().collect();
+            remove_awareness(&self.service, &mut st, &gone);
+            st.clients.is_empty()
+        };
+        if empty {
+            let (service, room) = (self.service.clone(), self.room.clone());
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(unload_later(service, room));
+            }
+        }
+    }
+}
+
+fn remove_awareness(service: &Arc<Inner>, st: &mut RoomState, ids: &[ClientID]) {
+    if ids.is_empty() {
+        return;
+    }
+    for id in ids {
+        st.awareness.remove_state(*id);
+        st.seen.remove(id);
+    }
+    if let Ok(u) = st.awareness.update_with_clients(ids.iter().copied()) {
+        let msg = encode(&Message::Awareness(u));
+        broadcast(service, st, None, msg);
+    }
+}
+
+/// Queues `msg` for every client but `except`; a client whose queue is full is dropped.
+fn broadcast(service: &Arc<Inner>, st: &mut RoomState, except: Option<u64>, msg: Bytes) {
+    let mut slow = Vec::new();
+    for (id, slot) in &st.clients {
+        if Some(*id) == except {
+            continue;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(Out::Msg(msg.clone())) {
+            slow.push(*id);
+        }
+    }
+    for id in slow {
+        if let Some(slot) = st.clients.get(&id) {
+            service.metrics.closed_slow.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                conn = id,
+                "collab: client too slow, dropping it from the room"
+            );
+            slot.kicked.0.store(true, Ordering::Relaxed);
+            slot.kicked.1.notify_one();
+        }
+    }
+}
+
+/// Writes updates to the log (one fsync per batch), then broadcasts them; takes snapshots.
+async fn log_task(
+    room: std::sync::Weak<Room>,
+    service: Arc<Inner>,
+    store: DocStore,
+    mut rx: mpsc::UnboundedReceiver<Logged>,
+) {
+    let mut store = Some(store);
+    let snapshot_every = service.settings.snapshot_every;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let updates: Vec<Bytes> = batch.iter().map(|l| l.update.clone()).collect();
+        let Some(mut s) = store.take() else { break };
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = s.append(&updates);
+            (s, r)
+        })
+        .await;
+        // The room is gone once its last connection and the service let go of it.
+        let Some(room) = room.upgrade() else { break };
+        let Ok((s, written)) = joined else {
+            warn!(room = %room.name, "collab: log writer thread failed; the room stops logging");
+            break;
+        };
+        if let Err(e) = written {
+            // Not durable: not acknowledged. The senders still have them and resend on
+            // reconnect (sync step 1 from the server's state would miss them otherwise).
+            warn!(room = %room.name, error = %e, "collab: log write failed; dropping the room's clients");
+            if let Ok(st) = room.state.lock() {
+                for slot in st.clients.values() {
+                    slot.kicked.0.store(true, Ordering::Relaxed);
+                    slot.kicked.1.notify_one();
+                }
+            }
+            store = Some(s);
+            continue;
+        }
+        store = Some(s);
+        service
+            .metrics
+            .updates
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let snapshot = {
+            let Ok(mut st) = room.state.lock() else { break };
+            for l in &batch {
+                let msg = encode(&Message::Sync(SyncMessage::Update(l.update.to_vec())));
+                broadcast(&service, &mut st, Some(l.from), msg);
+            }
+            st.updates_since_snapshot += batch.len();
+            if st.updates_since_snapshot >= snapshot_every {
+                st.updates_since_snapshot = 0;
+                Some(
+                    st.awareness
+                        .doc()
+                        .transact()
+                        .encode_state_as_update_v1(&StateVector::default()),
+                )
+            } else {
+                None
+            }
+        };
+        if let (Some(state), Some(s)) = (snapshot, store.as_mut()) {
+            match s.rotate() {
+                Ok(next) => {
+                    let dir = s.dir().to_path_buf();
+                    let name = room.name.clone();
+                    // Off the edit path: edits go on into the new log meanwhile.
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = store::write_snapshot(&dir, next, &state) {
+                            warn!(room = %name, error = %e, "collab: snapshot failed (the logs stay)");
+                        }
+                    });
+                }
+                Err(e) => warn!(room = %room.name, error = %e, "collab: log rotation failed"),
+            }
+        }
+    }
+}
+
+/// Removes awareness states not renewed within `timeout` (yrs has no timer of its own).
+async fn expire_task(service: Arc<Inner>, room: std::sync::Weak<Room>, timeout: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(timeout / 2));
+    loop {
+        tick.tick().await;
+        let Some(room) = room.upgrade() else { return };
+        let Ok(mut st) = room.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let expired: Vec<ClientID> = st
+            .seen
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        remove_awareness(&service, &mut st, &expired);
+    }
+}
+
+async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
+    tokio::time::sleep(Duration::from_secs(service.settings.unload_after_s)).await;
+    let mut rooms = service.rooms.lock().await;
+    let empty = room
+        .state
+        .lock()
+        .map(|s| s.clients.is_empty())
+        .unwrap_or(true);
+    if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
+        rooms.remove(&room.name);
+        info!(room = %room.name, "collab document unloaded (no clients)");
+    }
+}

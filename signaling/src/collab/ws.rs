@@ -1,0 +1,148 @@
+//! `GET /collab/{room}?token=`: a y-websocket-compatible WebSocket (one binary y-protocols
+//! message per frame), so an unmodified `WebsocketProvider('ws://host/collab', room, doc,
+//! { params: { token } })` syncs. The token's `publish_data` grant allows editing; without it
+//! the client reads only.
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tracing::warn;
+
+use super::{Close, Out, CLOSE_MALFORMED};
+use crate::error::ApiError;
+use crate::http::AppState;
+
+#[derive(serde::Deserialize)]
+pub struct CollabQuery {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    Query(q): Query<CollabQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let collab = s
+        .collab
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))?;
+    // Refused before the upgrade: a bad token is a plain 401/403.
+    let claims = s
+        .keys
+        .verify_for_room(q.token.as_deref().unwrap_or(""), &room)?;
+    if !valid_room(&room) {
+        return Err(ApiError::BadRequest(
+            "room names use letters, digits, '-', '_' and '.'".into(),
+        ));
+    }
+    let can_write = claims.grants.publish_data || claims.grants.admin;
+    // Frames over the limit still arrive, so the client gets a close code that says why.
+    let limit = collab.settings().max_message_bytes.saturating_mul(2) + 1024;
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session(collab, room, can_write, socket)))
+}
+
+fn valid_room(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && !r.starts_with('.')
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+async fn session(collab: super::Collab, room: String, can_write: bool, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let mut conn = match collab.join(&room, can_write).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(%room, error = %e, "collab: cannot open the room's document");
+            let _ = tx
+                .send(close(&Close {
+                    code: 1011,
+                    reason: "document unavailable".into(),
+                }))
+                .await;
+            return;
+        }
+    };
+    for m in conn.greeting() {
+        if tx.send(WsMessage::Binary(m)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            incoming = rx.next() => {
+                let data = match incoming {
+                    Some(Ok(WsMessage::Binary(b))) => b,
+                    Some(Ok(WsMessage::Text(_))) => {
+                        let c = Close { code: CLOSE_MALFORMED, reason: "y-protocols messages are binary".into() };
+                        return close_and_drain(&mut tx, &mut rx, &c).await;
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None => return,
+                    Some(Err(e)) => {
+                        warn!(%room, error = %e, "collab: WebSocket error");
+                        return;
+                    }
+                };
+                match conn.handle(&data) {
+                    Ok(replies) => {
+                        for m in replies {
+                            if tx.send(WsMessage::Binary(m)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(c) => return close_and_drain(&mut tx, &mut rx, &c).await,
+                }
+            }
+            out = conn.recv() => match out {
+                Some(Out::Msg(m)) => {
+                    if tx.send(WsMessage::Binary(m)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Out::Close(c)) => return close_and_drain(&mut tx, &mut rx, &c).await,
+                None => return,
+            }
+        }
+    }
+}
+
+/// Sends the close frame, then reads (and ignores) what the client still sends until it answers
+/// the close: dropping the socket with unread data would reset the connection and the client
+/// would see 1006 instead of the reason.
+async fn close_and_drain(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    c: &Close,
+) {
+    if tx.send(close(c)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn close(c: &Close) -> WsMessage {
+    // A close frame carries at most 125 bytes: the code and 123 bytes of reason.
+    let mut end = c.reason.len().min(123);
+    while !c.reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    WsMessage::Close(Some(CloseFrame {
+        code: c.code,
+        reason: c.reason[..end].to_string().into(),
+    }))
+}

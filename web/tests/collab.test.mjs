@@ -1,0 +1,201 @@
+// The collaboration channel with real Yjs clients: `y-websocket`'s WebsocketProvider (unmodified,
+// `yjs` 13 + `y-protocols` from npm) against `GET /collab/{room}`. Convergence under random
+// concurrent edits, late joiners, awareness propagation and expiry, read-only tokens, a server
+// killed mid-session losing nothing it broadcast, and hostile messages closing only the sender.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as Y from 'yjs';
+import * as encoding from 'lib0/encoding';
+import { WebsocketProvider } from 'y-websocket';
+import WebSocket from 'ws';
+import { startServer, waitFor, sleep } from './helpers.mjs';
+
+const ENV = { AULA_COLLAB__AWARENESS_TIMEOUT_S: '3', AULA_COLLAB__SNAPSHOT_EVERY: '200' };
+let server;
+const clients = [];
+before(async () => { server = await startServer(ENV); });
+after(async () => {
+  if (process.env.AULA_TEST_LOGS) (await import('node:fs')).writeFileSync(`${process.env.AULA_TEST_LOGS}/collab-serve.log`, server.logs());
+  for (const c of clients) c.destroy();
+  await server?.stop();
+});
+
+function client(room, identity, { write = true, srv = server } = {}) {
+  const doc = new Y.Doc();
+  const token = srv.token(room, identity, write ? ['--publish-data'] : []);
+  const provider = new WebsocketProvider(`${srv.base.replace('http', 'ws')}/collab`, room, doc, {
+    WebSocketPolyfill: WebSocket, params: { token }, disableBc: true,
+  });
+  const c = { doc, provider, destroy: () => { provider.destroy(); doc.destroy(); } };
+  clients.push(c);
+  return c;
+}
+
+const synced = (c) => waitFor(() => c.provider.synced, 15_000, 'sync');
+// Object keys sorted: key order is not part of the state (a Y.Map's iteration order, and
+// yrs re-encoding JSON objects, may differ between replicas of the same state).
+const canon = (x) => (Array.isArray(x) ? x.map(canon)
+  : x && typeof x === 'object' ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, canon(x[k])])) : x);
+const state = (doc) => JSON.stringify(canon({ t: doc.getText('code').toString(), a: doc.getArray('strokes').toJSON(), m: doc.getMap('meta').toJSON() }));
+
+function randomEdit(doc, rnd, who) {
+  const t = doc.getText('code');
+  const r = rnd();
+  if (r < 0.5) t.insert(Math.floor(rnd() * (t.length + 1)), `${who}${Math.floor(rnd() * 100)} `);
+  else if (r < 0.65 && t.length > 3) t.delete(Math.floor(rnd() * (t.length - 2)), 2);
+  else if (r < 0.85) doc.getArray('strokes').push([{ by: who, pts: [rnd(), rnd()] }]);
+  else doc.getMap('meta').set(`k${Math.floor(rnd() * 5)}`, who);
+}
+
+function rng(seed) {
+  let s = seed >>> 0;
+  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; };
+}
+
+test('five y-websocket clients editing at random converge; a late joiner gets everything', async () => {
+  const room = 'converge';
+  const five = ['ana', 'ben', 'caro', 'dev', 'eli'].map((n) => client(room, n));
+  await Promise.all(five.map(synced));
+  // 5 x 150 edits, interleaved, with small pauses so they race over the wire.
+  const rnds = five.map((_, i) => rng(i + 1));
+  for (let round = 0; round < 150; round++) {
+    five.forEach((c, i) => randomEdit(c.doc, rnds[i], ['a', 'b', 'c', 'd', 'e'][i]));
+    if (round % 10 === 0) await sleep(5);
+  }
+  await waitFor(() => new Set(five.map((c) => state(c.doc))).size === 1, 20_000, 'convergence');
+  const final = state(five[0].doc);
+  assert.ok(five[0].doc.getArray('strokes').length > 50, 'edits made it');
+  const late = client(room, 'late');
+  await synced(late);
+  await waitFor(() => state(late.doc) === final, 10_000, 'late joiner state')
+    .catch((e) => {
+      const got = state(late.doc);
+      let i = 0;
+      while (i < final.length && final[i] === got[i]) i++;
+      throw new Error(`${e.message}: differs at ${i} of ${final.length}/${got.length}\nwant ${final.slice(i - 50, i + 200)}\ngot  ${got.slice(i - 50, i + 200)}`);
+    });
+});
+
+test('awareness propagates, goes at once on close, and expires without renewal', async () => {
+  const room = 'presence';
+  const a = client(room, 'ana');
+  const b = client(room, 'ben');
+  await Promise.all([synced(a), synced(b)]);
+  a.provider.awareness.setLocalStateField('user', { name: 'ana', cursor: 3 });
+  await waitFor(() => [...b.provider.awareness.getStates().values()].some((s) => s.user?.name === 'ana'), 10_000, 'ana seen by ben');
+  a.destroy();
+  await waitFor(() => ![...b.provider.awareness.getStates().values()].some((s) => s.user?.name === 'ana'), 5_000, 'ana gone on close');
+
+  // A raw client announces itself once and then stays silent (but connected): the server drops
+  // its presence after collab.awareness_timeout_s (3 s here).
+  const token = server.token(room, 'ghost', ['--publish-data']);
+  const ws = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}?token=${token}`);
+  await new Promise((r) => ws.on('open', r));
+  const enc = encoding.createEncoder();
+  encoding.writeVarUint(enc, 1); // awareness message
+  const inner = encoding.createEncoder();
+  encoding.writeVarUint(inner, 1); // one client
+  encoding.writeVarUint(inner, 424242); // its id
+  encoding.writeVarUint(inner, 1); // clock
+  encoding.writeVarString(inner, JSON.stringify({ user: { name: 'ghost' } }));
+  encoding.writeVarUint8Array(enc, encoding.toUint8Array(inner));
+  ws.send(encoding.toUint8Array(enc));
+  const seen = () => b.provider.awareness.getStates().has(424242);
+  await waitFor(seen, 5_000, 'ghost seen');
+  const t0 = Date.now();
+  await waitFor(() => !seen(), 15_000, 'ghost expired');
+  assert.ok(Date.now() - t0 >= 1500, 'not removed before the timeout');
+  ws.close();
+});
+
+test('a read-only token syncs but cannot edit', async () => {
+  const room = 'readonly';
+  const w = client(room, 'teacher');
+  const r = client(room, 'viewer', { write: false });
+  await Promise.all([synced(w), synced(r)]);
+  w.doc.getText('code').insert(0, 'from the teacher');
+  await waitFor(() => r.doc.getText('code').toString() === 'from the teacher', 10_000, 'reader receives');
+  r.doc.getText('code').insert(0, 'vandal ');
+  await sleep(1000);
+  assert.equal(w.doc.getText('code').toString(), 'from the teacher');
+  const late = client(room, 'late');
+  await synced(late);
+  assert.equal(late.doc.getText('code').toString(), 'from the teacher');
+});
+
+test('malformed, oversized and flooding clients are closed with a reason; the room goes on', async () => {
+  const room = 'hostile';
+  const good = client(room, 'good');
+  const peer = client(room, 'peer');
+  await Promise.all([synced(good), synced(peer)]);
+  const token = server.token(room, 'bad', ['--publish-data']);
+  const url = `${server.base.replace('http', 'ws')}/collab/${room}?token=${token}`;
+  async function closeOf(send) {
+    const ws = new WebSocket(url);
+    await new Promise((r, j) => { ws.on('open', r); ws.on('error', j); });
+    const closed = new Promise((r) => ws.on('close', (code, reason) => r({ code, reason: reason.toString() })));
+    await send(ws);
+    return closed;
+  }
+  const garbage = await closeOf((ws) => ws.send(Buffer.from([0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2])));
+  assert.equal(garbage.code, 4400, JSON.stringify(garbage));
+  assert.match(garbage.reason, /malformed/);
+  const text = await closeOf((ws) => ws.send('hello'));
+  assert.equal(text.code, 4400);
+  const big = await closeOf((ws) => ws.send(Buffer.alloc(1.5 * 1024 * 1024, 7)));
+  assert.equal(big.code, 1009, JSON.stringify(big));
+  assert.match(big.reason, /limit/);
+  const flood = await closeOf(async (ws) => {
+    const q = Buffer.from([3]); // query awareness: cheap and valid
+    for (let i = 0; i < 2000 && ws.readyState === WebSocket.OPEN; i++) ws.send(q);
+  });
+  assert.equal(flood.code, 4429, JSON.stringify(flood));
+  // Bad tokens never get a socket.
+  for (const t of ['', 'garbage', server.token('other-room', 'x', ['--publish-data'])]) {
+    const status = await new Promise((r) => {
+      const ws = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}?token=${t}`);
+      ws.on('unexpected-response', (_req, res) => r(res.statusCode));
+      ws.on('open', () => { ws.close(); r('open'); });
+      ws.on('error', () => {});
+    });
+    assert.ok(status === 401 || status === 403, `token ${t.slice(0, 10)}: ${status}`);
+  }
+  // The honest clients still edit together.
+  good.doc.getText('code').insert(0, 'still here');
+  await waitFor(() => peer.doc.getText('code').toString() === 'still here', 10_000, 'peer gets the edit');
+  const metrics = await (await fetch(`${server.base}/metrics`)).text();
+  assert.ok(Number(metrics.match(/aula_collab_closed_bad_total (\d+)/)[1]) >= 3, metrics);
+});
+
+test('the server is killed mid-session and restarted: nothing it broadcast is lost', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aula-collab-'));
+  let srv = await startServer(ENV, { dir });
+  try {
+    const room = 'durable';
+    const a = client(room, 'ana', { srv });
+    const b = client(room, 'ben', { srv });
+    await Promise.all([synced(a), synced(b)]);
+    const rnd = rng(7);
+    // Enough updates to cross a snapshot (every 200) and leave a log after it.
+    for (let i = 0; i < 450; i++) {
+      randomEdit(a.doc, rnd, 'a');
+      if (i % 25 === 0) await sleep(5);
+    }
+    // What ben received was broadcast, so it was in the log first.
+    await waitFor(() => state(b.doc) === state(a.doc), 20_000, 'ben has every edit');
+    const expected = state(b.doc);
+    a.destroy();
+    b.destroy();
+    await srv.kill();
+    srv = await startServer(ENV, { dir });
+    const c = client(room, 'cleo', { srv });
+    await synced(c);
+    await waitFor(() => state(c.doc) === expected, 10_000, 'state after the restart');
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
