@@ -143,6 +143,13 @@ async function start() {
     line.textContent = `${m.from}: ${m.text}`;
     $('#chat-log').append(line);
   };
+  // The room's whiteboard and code editor: a Yjs document over the `yjs` data channel.
+  const yjs = pc.createDataChannel('yjs', { ordered: true });
+  let identity = 'me';
+  try { identity = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub || identity; } catch { /* opaque token */ }
+  import('/assets/collab.bundle.js')
+    .then(({ startCollab }) => { window.aulaRoom.collab = startCollab(yjs, $('#collab'), identity); })
+    .catch((e) => { log(`collaboration unavailable: ${e}`); window.aulaRoom.errors.push(`collab: ${e}`); });
   pc.ontrack = (e) => {
     const pid = e.streams[0] ? e.streams[0].id : (mids.get(e.transceiver.mid) || {}).participant;
     const t = tile(pid);

@@ -286,6 +286,19 @@ impl Sfu {
         Ok(())
     }
 
+    /// Writes to the participant's `yjs` data channel.
+    pub fn app_send(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        data: &[u8],
+    ) -> Result<bool, SfuError> {
+        let (room, _) = self.room_of(pid)?;
+        let ok = room.app_send(pid, data);
+        self.drain_room_of(now, pid);
+        Ok(ok)
+    }
+
     /// Removes a participant that asked to leave (or whose signaling closed).
     pub fn leave(&mut self, now: Instant, pid: ParticipantId) -> Result<(), SfuError> {
         self.remove(now, pid, Leave::Asked)

@@ -33,6 +33,8 @@ pub struct Participant {
     /// The client's first offer was accepted (server offers may follow).
     pub negotiated: bool,
     pub chat: Option<ChannelId>,
+    /// The `yjs` data channel: the room's shared document (handled by the signaling layer).
+    pub app: Option<ChannelId>,
     pub created: Instant,
     pub last_rx: Option<Instant>,
     pub connected: bool,
@@ -67,6 +69,7 @@ impl Participant {
             pending: None,
             negotiated: false,
             chat: None,
+            app: None,
             created: now,
             last_rx: None,
             connected: false,

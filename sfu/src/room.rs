@@ -305,10 +305,19 @@ impl Room {
                 if let Some(p) = self.participants.get_mut(&pid) {
                     if label == "chat" {
                         p.chat = Some(cid);
+                    } else if label == "yjs" {
+                        p.app = Some(cid);
+                        out.signal(pid, Signal::AppOpen);
                     }
                 }
             }
-            Event::ChannelData(d) => self.relay_chat(pid, d.id, &d.data),
+            Event::ChannelData(d) => {
+                if self.participants.get(&pid).and_then(|p| p.app) == Some(d.id) {
+                    out.signal(pid, Signal::AppData { data: d.data });
+                } else {
+                    self.relay_chat(pid, d.id, &d.data);
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.participants.get_mut(&pid) {
                     p.bwe_bps = Some(estimate.as_u64());
@@ -600,6 +609,19 @@ impl Room {
                 );
             }
         }
+    }
+
+    /// Sends `data` on the participant's `yjs` data channel.
+    pub fn app_send(&mut self, pid: ParticipantId, data: &[u8]) -> bool {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return false;
+        };
+        let Some(mut ch) = p.app.and_then(|c| p.rtc.channel(c)) else {
+            return false;
+        };
+        let ok = ch.write(true, data).is_ok();
+        self.touch(pid);
+        ok
     }
 
     fn relay_chat(&mut self, from: ParticipantId, cid: transport::ChannelId, data: &[u8]) {

@@ -51,6 +51,7 @@ enum Command {
     ),
     Tap(String, TapWho, Reply<crate::core::TapOpened>),
     TapKeyframe(ParticipantId),
+    AppSend(ParticipantId, Vec<u8>),
 }
 
 /// Cloneable async handle to the media thread.
@@ -173,6 +174,11 @@ impl SfuHandle {
         signals: tmpsc::UnboundedSender<Signal>,
     ) -> Result<RoomSnapshot, SfuError> {
         self.ask(|r| Command::Attach(pid, signals, r)).await
+    }
+
+    /// Queues a message for the participant's `yjs` data channel (fire and forget).
+    pub fn app_send(&self, pid: ParticipantId, data: Vec<u8>) -> Result<(), SfuError> {
+        self.send(Command::AppSend(pid, data))
     }
 
     pub fn leave(&self, pid: ParticipantId) {
@@ -308,6 +314,9 @@ fn command(
         }
         Command::TapKeyframe(pid) => {
             let _ = core.tap_keyframe(now, pid);
+        }
+        Command::AppSend(pid, data) => {
+            let _ = core.app_send(now, pid, &data);
         }
     }
 }

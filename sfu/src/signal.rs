@@ -88,4 +88,12 @@ pub enum Signal {
     Closed {
         reason: String,
     },
+    /// The participant opened its `yjs` data channel.
+    AppOpen,
+    /// A message on the participant's `yjs` data channel (for the signaling layer, not the
+    /// client's JSON socket).
+    #[serde(skip_serializing)]
+    AppData {
+        data: Vec<u8>,
+    },
 }

@@ -44,6 +44,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript",
         include_str!("../../web/vendor/hls.min.js"),
     ),
+    // yjs, y-protocols, CodeMirror 6, y-codemirror.next and web/src/collab.js, bundled by
+    // scripts/build-web.sh (esbuild).
+    (
+        "collab.bundle.js",
+        "text/javascript",
+        include_str!("../../web/vendor/collab.bundle.js"),
+    ),
     ("style.css", "text/css", include_str!("../../web/style.css")),
 ];
 

@@ -123,10 +123,15 @@ async fn session(s: AppState, room: String, claims: Claims, entry: Entry, socket
             return;
         }
     };
+    // The room's shared document over the participant's `yjs` data channel.
+    let mut link = s.collab.clone().map(|c| {
+        let write = claims.grants.publish_data || claims.grants.admin;
+        crate::collab::dc::DcLink::new(c, s.sfu.clone(), pid, room.clone(), write)
+    });
     let end = if tx.send(json(&hello)).await.is_err() {
         End::Dropped
     } else {
-        run(&s, pid, &mut tx, &mut rx, &mut sig_rx).await
+        run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut link).await
     };
     let _ = tx.close().await;
     match end {
@@ -253,6 +258,7 @@ async fn run(
     tx: &mut WsTx,
     rx: &mut WsRx,
     sig_rx: &mut mpsc::UnboundedReceiver<Signal>,
+    link: &mut Option<crate::collab::dc::DcLink>,
 ) -> End {
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
@@ -292,9 +298,26 @@ async fn run(
                     return End::Left;
                 }
             }
+            out = collab_next(link) => {
+                if let Some(l) = link.as_mut() {
+                    l.deliver(out);
+                }
+            }
             sig = sig_rx.recv() => {
                 // The sender is gone: the SFU removed this participant.
                 let Some(sig) = sig else { return End::Left };
+                match (&sig, link.as_mut()) {
+                    (Signal::AppOpen, Some(l)) => {
+                        l.open().await;
+                        continue;
+                    }
+                    (Signal::AppData { data }, Some(l)) => {
+                        l.data(data).await;
+                        continue;
+                    }
+                    (Signal::AppOpen | Signal::AppData { .. }, None) => continue,
+                    _ => {}
+                }
                 let closed = matches!(sig, Signal::Closed { .. });
                 if tx.send(json(&sig)).await.is_err() {
                     return End::Dropped;
@@ -313,6 +336,13 @@ async fn run(
 }
 
 struct Leave;
+
+async fn collab_next(link: &mut Option<crate::collab::dc::DcLink>) -> crate::collab::Out {
+    match link.as_mut() {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// One client message; `Err(Leave)` ends the session.
 async fn handle(

@@ -5,6 +5,7 @@
 //! disk. Per-client limits close abusive connections with clear close codes; a client whose
 //! queue fills is dropped (it resyncs on reconnect) instead of slowing the room.
 
+pub mod dc;
 mod store;
 pub mod ws;
 
@@ -93,7 +94,7 @@ pub struct Close {
 }
 
 impl Close {
-    fn new(code: u16, reason: impl Into<String>) -> Close {
+    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Close {
         Close {
             code,
             reason: reason.into(),
