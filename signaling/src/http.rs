@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{name}", get(pages::asset))
         .route("/rtc/{room}", get(rtc_ws::upgrade))
         .route("/collab/{room}", get(crate::collab::ws::upgrade))
+        .route(
+            "/collab/{room}/teacher",
+            get(crate::collab::teacher::upgrade),
+        )
         .route("/whip/{room}", post(whip::whip_post))
         .route(
             "/whip/{room}/{session}",

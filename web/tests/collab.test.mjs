@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as Y from 'yjs';
 import * as encoding from 'lib0/encoding';
+import * as decoding from 'lib0/decoding';
 import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
 import { startServer, waitFor, sleep } from './helpers.mjs';
@@ -198,4 +199,55 @@ test('the server is killed mid-session and restarted: nothing it broadcast is lo
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the teacher view gets every student\'s work, merged and throttled', async (t) => {
+  const room = 'exam';
+  const names = ['ana', 'ben', 'caro'];
+  const students = names.map((n) => {
+    const doc = new Y.Doc();
+    const provider = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, `${room}~${n}`, doc, {
+      WebSocketPolyfill: WebSocket, params: { token: server.token(room, n, ['--publish-data']) }, disableBc: true,
+    });
+    const c = { doc, provider, destroy: () => { provider.destroy(); doc.destroy(); } };
+    clients.push(c);
+    return c;
+  });
+  await Promise.all(students.map(synced));
+  // Someone else's work document is not theirs to open.
+  const status = await new Promise((r) => {
+    const ws = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}~ana?token=${server.token(room, 'ben', ['--publish-data'])}`);
+    ws.on('unexpected-response', (_req, res) => r(res.statusCode));
+    ws.on('open', () => { ws.close(); r('open'); });
+    ws.on('error', () => {});
+  });
+  assert.equal(status, 403);
+
+  const copies = new Map();
+  let frames = 0;
+  const teacher = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}/teacher?token=${server.token(room, 'teacher', ['--admin'])}`);
+  teacher.on('message', (data) => {
+    frames++;
+    const dec = decoding.createDecoder(new Uint8Array(data));
+    const name = decoding.readVarString(dec);
+    const update = decoding.readVarUint8Array(dec);
+    if (!copies.has(name)) copies.set(name, new Y.Doc());
+    Y.applyUpdate(copies.get(name), update);
+  });
+  await new Promise((r) => teacher.on('open', r));
+  await waitFor(() => copies.size === 3, 5_000, 'full states at connect');
+  const start = Date.now();
+  const framesBefore = frames;
+  const rnds = names.map((_, i) => rng(100 + i));
+  for (let round = 0; round < 300; round++) {
+    students.forEach((s, i) => randomEdit(s.doc, rnds[i], names[i][0]));
+    if (round % 20 === 0) await sleep(10);
+  }
+  await waitFor(() => students.every((s, i) => copies.get(`${room}~${names[i]}`) && state(copies.get(`${room}~${names[i]}`)) === state(s.doc)), 20_000, 'teacher copies match the students');
+  const elapsed = Date.now() - start;
+  const sent = frames - framesBefore;
+  // At most one frame per document per flush (500 ms), however fast they type (900 edits).
+  assert.ok(sent <= 3 * (Math.ceil(elapsed / 500) + 2), `${sent} frames in ${elapsed} ms`);
+  t.diagnostic(`teacher view: 900 student edits arrived as ${sent} frames over ${elapsed} ms`);
+  teacher.close();
 });

@@ -7,6 +7,7 @@
 
 pub mod dc;
 mod store;
+pub mod teacher;
 pub mod ws;
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +45,8 @@ pub struct CollabSettings {
     pub client_queue: usize,
     /// A room with no clients for this long is unloaded from memory.
     pub unload_after_s: u64,
+    /// The teacher view's flush interval: student work is merged and sent at most this often.
+    pub teacher_interval_ms: u64,
 }
 
 impl Default for CollabSettings {
@@ -56,6 +59,7 @@ impl Default for CollabSettings {
             snapshot_every: 1000,
             client_queue: 1024,
             unload_after_s: 10,
+            teacher_interval_ms: 500,
         }
     }
 }
@@ -125,6 +129,15 @@ struct Inner {
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
     next_conn: AtomicU64,
     metrics: Metrics,
+    /// Teacher views: updates of every document named `{prefix}...` after they are durable.
+    watchers: Mutex<Vec<Watcher>>,
+}
+
+pub(crate) struct Watcher {
+    pub prefix: String,
+    pub tx: mpsc::Sender<(Arc<str>, Bytes)>,
+    /// Set when its queue overflowed: it must start over from full states.
+    pub lagged: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -137,6 +150,8 @@ struct Metrics {
 
 struct Room {
     name: String,
+    /// The same name, shared with watchers without a copy per update.
+    shared_name: Arc<str>,
     state: Mutex<RoomState>,
     /// Updates on their way to the log, then to the other clients.
     log: mpsc::UnboundedSender<Logged>,
@@ -184,6 +199,7 @@ impl Collab {
                 rooms: tokio::sync::Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 metrics: Metrics::default(),
+                watchers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -254,6 +270,7 @@ impl Collab {
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let r = Arc::new(Room {
             name: room.to_string(),
+            shared_name: Arc::from(room),
             state: Mutex::new(RoomState {
                 awareness,
                 clients: HashMap::new(),
@@ -575,6 +592,7 @@ async fn log_task(
             .metrics
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        notify_watchers(&service, &room, &batch);
         let snapshot = {
             let Ok(mut st) = room.state.lock() else { break };
             for l in &batch {
@@ -612,6 +630,25 @@ async fn log_task(
     }
 }
 
+/// Hands durable updates to the teacher views watching this document.
+fn notify_watchers(service: &Inner, room: &Room, batch: &[Logged]) {
+    let Ok(mut ws) = service.watchers.lock() else {
+        return;
+    };
+    ws.retain(|w| !w.tx.is_closed());
+    for w in ws.iter().filter(|w| room.name.starts_with(&w.prefix)) {
+        for l in batch {
+            if w.tx
+                .try_send((room.shared_name.clone(), l.update.clone()))
+                .is_err()
+            {
+                w.lagged.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+}
+
 /// Removes awareness states not renewed within `timeout` (yrs has no timer of its own).
 async fn expire_task(service: Arc<Inner>, room: std::sync::Weak<Room>, timeout: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(timeout / 2));
@@ -643,5 +680,55 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
     if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
         rooms.remove(&room.name);
         info!(room = %room.name, "collab document unloaded (no clients)");
+    }
+}
+
+impl Collab {
+    /// Starts watching every document whose name starts with `prefix`; returns the full state
+    /// of those in memory now, and the stream of their updates from here on.
+    pub(crate) async fn watch(
+        &self,
+        prefix: &str,
+        queue: usize,
+    ) -> (
+        Vec<(Arc<str>, Vec<u8>)>,
+        mpsc::Receiver<(Arc<str>, Bytes)>,
+        Arc<AtomicBool>,
+    ) {
+        let (tx, rx) = mpsc::channel(queue);
+        let lagged = Arc::new(AtomicBool::new(false));
+        if let Ok(mut ws) = self.inner.watchers.lock() {
+            ws.push(Watcher {
+                prefix: prefix.to_string(),
+                tx,
+                lagged: lagged.clone(),
+            });
+        }
+        (self.states(prefix).await, rx, lagged)
+    }
+
+    /// Full states of the documents in memory named `{prefix}...`.
+    pub(crate) async fn states(&self, prefix: &str) -> Vec<(Arc<str>, Vec<u8>)> {
+        let rooms: Vec<Arc<Room>> = self
+            .inner
+            .rooms
+            .lock()
+            .await
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, r)| r.clone())
+            .collect();
+        rooms
+            .into_iter()
+            .filter_map(|r| {
+                let st = r.state.lock().ok()?;
+                let full = st
+                    .awareness
+                    .doc()
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                Some((r.shared_name.clone(), full))
+            })
+            .collect()
     }
 }

@@ -1,7 +1,9 @@
 //! `GET /collab/{room}?token=`: a y-websocket-compatible WebSocket (one binary y-protocols
 //! message per frame), so an unmodified `WebsocketProvider('ws://host/collab', room, doc,
 //! { params: { token } })` syncs. The token's `publish_data` grant allows editing; without it
-//! the client reads only.
+//! the client reads only. `{room}~{identity}` is that participant's own work document (an
+//! assessment answer): their room token opens it, and admins' do; the teacher view
+//! (`teacher.rs`) follows all of them.
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -18,6 +20,12 @@ pub struct CollabQuery {
     token: Option<String>,
 }
 
+impl CollabQuery {
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or("")
+    }
+}
+
 pub async fn upgrade(
     State(s): State<AppState>,
     Path(room): Path<String>,
@@ -28,14 +36,20 @@ pub async fn upgrade(
         .collab
         .clone()
         .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))?;
-    // Refused before the upgrade: a bad token is a plain 401/403.
-    let claims = s
-        .keys
-        .verify_for_room(q.token.as_deref().unwrap_or(""), &room)?;
     if !valid_room(&room) {
         return Err(ApiError::BadRequest(
-            "room names use letters, digits, '-', '_' and '.'".into(),
+            "document names are a room (letters, digits, '-', '_', '.'), optionally ~identity"
+                .into(),
         ));
+    }
+    // Refused before the upgrade: a bad token is a plain 401/403.
+    let (base, owner) = match room.split_once('~') {
+        Some((b, o)) => (b, Some(o)),
+        None => (room.as_str(), None),
+    };
+    let claims = s.keys.verify_for_room(q.token(), base)?;
+    if owner.is_some_and(|o| o != claims.sub && !claims.grants.admin) {
+        return Err(crate::token::TokenError::WrongRoom.into());
     }
     let can_write = claims.grants.publish_data || claims.grants.admin;
     // Frames over the limit still arrive, so the client gets a close code that says why.
@@ -46,12 +60,18 @@ pub async fn upgrade(
         .on_upgrade(move |socket| session(collab, room, can_write, socket)))
 }
 
-fn valid_room(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 128
-        && !r.starts_with('.')
-        && r.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+pub(crate) fn valid_room(r: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    r.len() <= 160
+        && match r.split_once('~') {
+            Some((room, who)) => part(room) && part(who),
+            None => part(r),
+        }
 }
 
 async fn session(collab: super::Collab, room: String, can_write: bool, socket: WebSocket) {
