@@ -1,0 +1,138 @@
+//! The collaboration service without a transport: hostile bytes (random and mutated real
+//! y-protocols messages) never panic and never corrupt the document; a client that stops
+//! reading is dropped with 4408 while the room goes on.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use signaling::collab::{Collab, CollabSettings, Out, CLOSE_TOO_SLOW};
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+fn service(tag: &str, settings: CollabSettings) -> (Collab, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("aula-collab-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (Collab::new(dir.clone(), settings), dir)
+}
+
+fn update_msg(doc: &Doc, text: &str) -> Vec<u8> {
+    let t = doc.get_or_insert_text("code");
+    let before = doc.transact().state_vector();
+    {
+        let mut txn = doc.transact_mut();
+        let len = t.get_string(&txn).len() as u32;
+        t.insert(&mut txn, len, text);
+    }
+    let u = doc.transact().encode_state_as_update_v1(&before);
+    Message::Sync(SyncMessage::Update(u)).encode_v1()
+}
+
+#[tokio::test]
+async fn hostile_messages_never_panic_or_corrupt() {
+    let settings = CollabSettings {
+        rate_per_s: 1_000_000,
+        burst: 1_000_000,
+        ..CollabSettings::default()
+    };
+    let (collab, dir) = service("fuzz", settings);
+    let author = Doc::new();
+    let mut good = collab.join("fuzz", true).await.expect("join");
+    let mut valid = Vec::new();
+    for i in 0..50 {
+        let m = update_msg(&author, &format!("line {i}\n"));
+        good.handle(&m).expect("a valid update");
+        valid.push(m);
+    }
+    valid.push(Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1());
+    valid.push(vec![1, 5, 1, 42, 1, 2, b'{', b'}']);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut refused = 0;
+    for i in 0..20_000 {
+        let msg: Vec<u8> = if i % 3 == 0 {
+            (0..rng.random_range(0..64)).map(|_| rng.random()).collect()
+        } else {
+            let mut m = valid[rng.random_range(0..valid.len())].clone();
+            for _ in 0..rng.random_range(1..4) {
+                if m.is_empty() {
+                    break;
+                }
+                let at = rng.random_range(0..m.len());
+                match rng.random_range(0..3) {
+                    0 => m[at] = rng.random(),
+                    1 => m.truncate(at),
+                    _ => m.insert(at, rng.random()),
+                }
+            }
+            m
+        };
+        // A fresh connection per message: a refused message closes its sender.
+        let mut c = collab.join("fuzz", true).await.expect("join");
+        if c.handle(&msg).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 1000, "garbage is refused ({refused})");
+    // Mutated bytes may still be valid edits (another client id, another position); what must
+    // hold is that the document still takes edits and a newcomer syncs all of it.
+    good.handle(&update_msg(&author, "THE END\n"))
+        .expect("the author still edits");
+    let mut late = collab.join("fuzz", false).await.expect("join");
+    let replies = late
+        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
+        .expect("step 1");
+    let Message::Sync(SyncMessage::SyncStep2(state)) = Message::decode_v1(&replies[0]).expect("reply")
+    else {
+        panic!("expected step 2");
+    };
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("update"))
+        .expect("apply");
+    let text = copy.get_or_insert_text("code").get_string(&copy.transact());
+    assert!(text.contains("line 49\n") && text.contains("THE END\n"), "{text:.200}");
+    drop((good, late));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
+    let settings = CollabSettings {
+        client_queue: 16,
+        rate_per_s: 1_000_000,
+        burst: 1_000_000,
+        ..CollabSettings::default()
+    };
+    let (collab, dir) = service("slow", settings);
+    let mut writer = collab.join("slow", true).await.expect("join");
+    let mut reader = collab.join("slow", true).await.expect("join");
+    let mut stalled = collab.join("slow", true).await.expect("join");
+    let doc = Doc::new();
+    let mut got = 0;
+    for i in 0..100 {
+        writer.handle(&update_msg(&doc, &format!("{i} "))).expect("write");
+        // The reader keeps up; `stalled` never reads.
+        while let Ok(Some(Out::Msg(_))) =
+            tokio::time::timeout(Duration::from_millis(50), reader.recv()).await
+        {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 100, "the reader got every update");
+    let mut closed = None;
+    for _ in 0..200 {
+        match tokio::time::timeout(Duration::from_secs(5), stalled.recv()).await {
+            Ok(Some(Out::Close(c))) => {
+                closed = Some(c);
+                break;
+            }
+            Ok(Some(Out::Msg(_))) => continue,
+            _ => break,
+        }
+    }
+    let c = closed.expect("the stalled client is closed");
+    assert_eq!(c.code, CLOSE_TOO_SLOW);
+    drop((writer, reader, stalled));
+    let _ = std::fs::remove_dir_all(&dir);
+}
