@@ -1,1 +1,106 @@
-//! Benchmarks and load generators (SFU fan-out, collab, ladder). None yet: see README "Status".
+//! Benchmarks and load generators: SFU fan-out, collab, ladder, HLS latency. Shared here: an
+//! `aula serve` started for a bench, with its tokens, metrics and CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{anyhow, Context, Result};
+
+/// `aula serve` on loopback with a throwaway storage directory.
+pub struct AulaServer {
+    child: Child,
+    pub base: String,
+    env: Vec<(String, String)>,
+    aula: String,
+}
+
+impl AulaServer {
+    /// Starts `aula serve` (extra `AULA_*` settings in `extra`) and waits for its address.
+    pub fn start(aula: &str, extra: &[(&str, &str)]) -> Result<AulaServer> {
+        let dir = std::env::temp_dir().join(format!("aula-bench-{}", std::process::id()));
+        let mut env = vec![
+            ("AULA_HTTP__BIND".to_string(), "127.0.0.1:0".to_string()),
+            ("AULA_MEDIA__BIND".to_string(), "127.0.0.1:0".to_string()),
+            ("AULA_STORAGE__DIR".to_string(), dir.display().to_string()),
+            ("RUST_LOG".to_string(), "warn".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut child = Command::new(aula)
+            .arg("serve")
+            .envs(env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!("starting {aula} (build it with cargo build --release -p aula)")
+            })?;
+        let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(out).lines();
+        let base = loop {
+            let line = lines.next().ok_or_else(|| anyhow!("aula exited"))??;
+            if let Some(rest) = line.strip_prefix("aula listening http=") {
+                break rest.split(' ').next().unwrap_or_default().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(AulaServer {
+            child,
+            base,
+            env,
+            aula: aula.to_string(),
+        })
+    }
+
+    /// A token from `aula token` with these flags (`--publish`, `--publish-data`, ...).
+    pub fn token(&self, room: &str, identity: &str, flags: &[&str]) -> Result<String> {
+        let out = Command::new(&self.aula)
+            .args(["token", "--room", room, "--identity", identity])
+            .args(flags)
+            .envs(self.env.iter().cloned())
+            .output()?;
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// utime + stime of the server process, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(self.child.id())
+    }
+
+    pub fn metric(&self, name: &str) -> Result<u64> {
+        let body = ureq::get(format!("{}/metrics", self.base))
+            .call()?
+            .body_mut()
+            .read_to_string()?;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name} "))
+                    .and_then(|v| v.parse().ok())
+            })
+            .ok_or_else(|| anyhow!("no metric {name}"))
+    }
+}
+
+impl Drop for AulaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit(')').next().ok_or_else(|| anyhow!("bad stat"))?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f
+        .get(11)
+        .ok_or_else(|| anyhow!("bad stat"))?
+        .parse::<f64>()?
+        + f.get(12).ok_or_else(|| anyhow!("bad stat"))?.parse::<f64>()?;
+    Ok(ticks / 100.0)
+}

@@ -6,13 +6,12 @@
 //! by the server), server CPU seconds per second per 100 subscriber tracks, p50/p99 forwarding
 //! delay (publisher send -> subscriber receive, same process clock) and loss (sequence gaps).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use bench::AulaServer;
 use bytes::Bytes;
 use clap::Parser;
 use rtc::interceptor::Registry;
@@ -76,89 +75,6 @@ struct Stats {
     measuring: std::sync::atomic::AtomicBool,
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    env: Vec<(String, String)>,
-    aula: String,
-}
-
-impl Server {
-    fn start(aula: &str) -> Result<Server> {
-        let dir = std::env::temp_dir().join(format!("aula-bench-{}", std::process::id()));
-        let env = vec![
-            ("AULA_HTTP__BIND".to_string(), "127.0.0.1:0".to_string()),
-            ("AULA_MEDIA__BIND".to_string(), "127.0.0.1:0".to_string()),
-            ("AULA_STORAGE__DIR".to_string(), dir.display().to_string()),
-            ("RUST_LOG".to_string(), "warn".to_string()),
-        ];
-        let mut child = Command::new(aula)
-            .arg("serve")
-            .envs(env.iter().cloned())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!("starting {aula} (build it with cargo build --release -p aula)")
-            })?;
-        let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(out).lines();
-        let base = loop {
-            let line = lines.next().ok_or_else(|| anyhow!("aula exited"))??;
-            if let Some(rest) = line.strip_prefix("aula listening http=") {
-                break rest.split(' ').next().unwrap_or_default().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Server {
-            child,
-            base,
-            env,
-            aula: aula.to_string(),
-        })
-    }
-
-    fn token(&self, room: &str, identity: &str, publish: bool) -> Result<String> {
-        let mut c = Command::new(&self.aula);
-        c.args(["token", "--room", room, "--identity", identity])
-            .envs(self.env.iter().cloned());
-        if publish {
-            c.arg("--publish");
-        }
-        let out = c.output()?;
-        Ok(String::from_utf8(out.stdout)?.trim().to_string())
-    }
-
-    /// utime + stime of the server process, in seconds.
-    fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let after = stat.rsplit(')').next().ok_or_else(|| anyhow!("bad stat"))?;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-        Ok(ticks / 100.0)
-    }
-
-    fn metric(&self, name: &str) -> Result<u64> {
-        let body = ureq::get(format!("{}/metrics", self.base))
-            .call()?
-            .body_mut()
-            .read_to_string()?;
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!("{name} "))
-                    .and_then(|v| v.parse().ok())
-            })
-            .ok_or_else(|| anyhow!("no metric {name}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Handler {
     connected: watch::Sender<bool>,
@@ -340,7 +256,7 @@ fn local_track(
 }
 
 async fn run(args: &Args, n: usize) -> Result<()> {
-    let server = Server::start(&args.aula)?;
+    let server = AulaServer::start(&args.aula, &[])?;
     let room = "bench";
     let (audio_codec, video_codec) = codecs();
 
@@ -354,7 +270,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
     pub_pc
         .add_track(atrack.clone() as Arc<dyn TrackLocal>)
         .await?;
-    let token = server.token(room, "publisher", true)?;
+    let token = server.token(room, "publisher", &["--publish"])?;
     signal(
         &pub_pc,
         pub_gather,
@@ -409,7 +325,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
         for i in batch {
             let stats = stats.clone();
             let url = format!("{}/whep/{room}", server.base);
-            let token = server.token(room, &format!("sub{i}"), false)?;
+            let token = server.token(room, &format!("sub{i}"), &[])?;
             joins.push(tokio::spawn(async move {
                 let (pc, mut conn, gather) = peer(Some(stats)).await?;
                 for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {

@@ -482,6 +482,14 @@ impl Conn {
         Ok(())
     }
 
+    /// A message already queued for this client, without waiting.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        if self.kicked.0.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rx.try_recv().ok()
+    }
+
     /// The next message for this client; `None` once the room let it go.
     pub async fn recv(&mut self) -> Option<Out> {
         if self.kicked.0.load(Ordering::Relaxed) {

@@ -123,7 +123,26 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
             }
             out = conn.recv() => match out {
                 Some(Out::Msg(m)) => {
-                    if tx.send(WsMessage::Binary(m)).await.is_err() {
+                    // Whatever else is queued goes out in the same write: one flush (one
+                    // syscall) for many messages when the room is busy.
+                    if tx.feed(WsMessage::Binary(m)).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..256 {
+                        match conn.try_recv() {
+                            Some(Out::Msg(m)) => {
+                                if tx.feed(WsMessage::Binary(m)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Out::Close(c)) => {
+                                let _ = tx.flush().await;
+                                return close_and_drain(&mut tx, &mut rx, &c).await;
+                            }
+                            None => break,
+                        }
+                    }
+                    if tx.flush().await.is_err() {
                         return;
                     }
                 }
