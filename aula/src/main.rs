@@ -198,6 +198,8 @@ fn serve(cfg: Config) -> Result<()> {
         let store = cfg.store().await?;
         info!(storage = %store.describe(), "HLS storage");
         let store = std::sync::Arc::new(store);
+        // With S3/R2 storage, collaboration snapshots are kept in the bucket too.
+        let collab_remote = (cfg.storage.backend == config::Backend::S3).then(|| store.clone());
         let egress = if cfg.egress.enabled() {
             info!(redis = %cfg.egress.redis, "egress jobs are queued for `aula egress worker`s");
             egress::Egress::dispatching(
@@ -209,8 +211,11 @@ fn serve(cfg: Config) -> Result<()> {
         } else {
             egress::Egress::new(store, cfg.signing_keys()?, cfg.hls.clone())
         };
-        let collab =
-            signaling::collab::Collab::new(cfg.storage.dir.join("collab"), cfg.collab.clone());
+        let collab = signaling::collab::Collab::with_remote(
+            cfg.storage.dir.join("collab"),
+            cfg.collab.clone(),
+            collab_remote,
+        );
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
             .with_collab(collab);

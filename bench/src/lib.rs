@@ -101,6 +101,8 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
         .get(11)
         .ok_or_else(|| anyhow!("bad stat"))?
         .parse::<f64>()?
-        + f.get(12).ok_or_else(|| anyhow!("bad stat"))?.parse::<f64>()?;
+        + f.get(12)
+            .ok_or_else(|| anyhow!("bad stat"))?
+            .parse::<f64>()?;
     Ok(ticks / 100.0)
 }

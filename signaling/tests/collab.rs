@@ -82,7 +82,8 @@ async fn hostile_messages_never_panic_or_corrupt() {
     let replies = late
         .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
         .expect("step 1");
-    let Message::Sync(SyncMessage::SyncStep2(state)) = Message::decode_v1(&replies[0]).expect("reply")
+    let Message::Sync(SyncMessage::SyncStep2(state)) =
+        Message::decode_v1(&replies[0]).expect("reply")
     else {
         panic!("expected step 2");
     };
@@ -91,7 +92,10 @@ async fn hostile_messages_never_panic_or_corrupt() {
         .apply_update(Update::decode_v1(&state).expect("update"))
         .expect("apply");
     let text = copy.get_or_insert_text("code").get_string(&copy.transact());
-    assert!(text.contains("line 49\n") && text.contains("THE END\n"), "{text:.200}");
+    assert!(
+        text.contains("line 49\n") && text.contains("THE END\n"),
+        "{text:.200}"
+    );
     drop((good, late));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -111,7 +115,9 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
     let doc = Doc::new();
     let mut got = 0;
     for i in 0..100 {
-        writer.handle(&update_msg(&doc, &format!("{i} "))).expect("write");
+        writer
+            .handle(&update_msg(&doc, &format!("{i} ")))
+            .expect("write");
         // The reader keeps up; `stalled` never reads.
         while let Ok(Some(Out::Msg(_))) =
             tokio::time::timeout(Duration::from_millis(50), reader.recv()).await

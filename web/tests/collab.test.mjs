@@ -12,7 +12,7 @@ import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
 import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
-import { startServer, waitFor, sleep } from './helpers.mjs';
+import { startServer, waitFor, sleep, startMoto, s3Env } from './helpers.mjs';
 
 const ENV = { AULA_COLLAB__AWARENESS_TIMEOUT_S: '3', AULA_COLLAB__SNAPSHOT_EVERY: '200' };
 let server;
@@ -250,4 +250,43 @@ test('the teacher view gets every student\'s work, merged and throttled', async 
   assert.ok(sent <= 3 * (Math.ceil(elapsed / 500) + 2), `${sent} frames in ${elapsed} ms`);
   t.diagnostic(`teacher view: 900 student edits arrived as ${sent} frames over ${elapsed} ms`);
   teacher.close();
+});
+
+test('with S3 storage a document outlives the node: a fresh node restores it from the bucket', async () => {
+  const moto = await startMoto();
+  const env = { ...ENV, ...s3Env(moto), AULA_COLLAB__UNLOAD_AFTER_S: '1' };
+  const dirA = mkdtempSync(join(tmpdir(), 'aula-collab-a-'));
+  const dirB = mkdtempSync(join(tmpdir(), 'aula-collab-b-'));
+  let a = null;
+  let b = null;
+  try {
+    a = await startServer(env, { dir: dirA });
+    const room = 'portable';
+    const w = client(room, 'ana', { srv: a });
+    await synced(w);
+    const rnd = rng(11);
+    for (let i = 0; i < 120; i++) randomEdit(w.doc, rnd, 'a');
+    const reader = client(room, 'ben', { srv: a });
+    await synced(reader);
+    await waitFor(() => state(reader.doc) === state(w.doc), 10_000, 'edits stored');
+    const expected = state(w.doc);
+    w.destroy();
+    reader.destroy();
+    // Without clients the document unloads (after 1 s) and its snapshot goes to the bucket.
+    const stored = async () => Number((await (await fetch(`${a.base}/metrics`)).text()).match(/aula_collab_remote_snapshots_total (\d+)/)[1]);
+    await waitFor(async () => (await stored()) >= 1, 15_000, 'snapshot in the bucket');
+    await a.stop();
+    a = null;
+    // Another node with an empty disk and the same bucket.
+    b = await startServer(env, { dir: dirB });
+    const c = client(room, 'cleo', { srv: b });
+    await synced(c);
+    await waitFor(() => state(c.doc) === expected, 10_000, 'state restored on the new node');
+  } finally {
+    await a?.stop();
+    await b?.stop();
+    moto.stop();
+    rmSync(dirA, { recursive: true, force: true });
+    rmSync(dirB, { recursive: true, force: true });
+  }
 });

@@ -67,13 +67,13 @@ fn markers(data: &[u8], me: usize, mut f: impl FnMut(u64)) {
     while let Some(p) = data[i..].iter().position(|b| *b == b'@') {
         let s = i + p;
         i = s + 1;
-        let Some(m) = data.get(s + 1..s + 20) else { break };
+        let Some(m) = data.get(s + 1..s + 20) else {
+            break;
+        };
         if m[5] != b':' || m[18] != b'#' {
             continue;
         }
-        let num = |b: &[u8]| -> Option<u64> {
-            std::str::from_utf8(b).ok()?.parse().ok()
-        };
+        let num = |b: &[u8]| -> Option<u64> { std::str::from_utf8(b).ok()?.parse().ok() };
         if let (Some(who), Some(at)) = (num(&m[..5]), num(&m[6..18])) {
             if who as usize != me {
                 f(at);
@@ -224,7 +224,9 @@ fn print(name: &str, o: &Outcome) {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[tokio::main]

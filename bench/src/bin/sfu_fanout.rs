@@ -75,7 +75,6 @@ struct Stats {
     measuring: std::sync::atomic::AtomicBool,
 }
 
-
 struct Handler {
     connected: watch::Sender<bool>,
     gathered: watch::Sender<bool>,

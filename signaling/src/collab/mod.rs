@@ -88,6 +88,8 @@ pub enum CollabError {
     Storage(String, std::io::Error),
     #[error("stored document of room {0} is unreadable: {1}")]
     Corrupt(String, String),
+    #[error("snapshot of room {0} in object storage unavailable: {1}")]
+    Remote(String, String),
 }
 
 /// Why the server closes a client: a WebSocket close code and a reason it can show.
@@ -131,6 +133,14 @@ struct Inner {
     metrics: Metrics,
     /// Teacher views: updates of every document named `{prefix}...` after they are durable.
     watchers: Mutex<Vec<Watcher>>,
+    /// Object storage (S3/R2) keeping each document's latest snapshot, so a document outlives
+    /// the node's disk: written after every local snapshot and when the document unloads,
+    /// read when a document has nothing on local disk.
+    remote: Option<Arc<hls::Store>>,
+}
+
+fn remote_key(doc: &str) -> String {
+    format!("collab/{doc}/snapshot.bin")
 }
 
 pub(crate) struct Watcher {
@@ -146,6 +156,7 @@ struct Metrics {
     closed_slow: AtomicU64,
     closed_bad: AtomicU64,
     readonly_dropped: AtomicU64,
+    remote_snapshots: AtomicU64,
 }
 
 struct Room {
@@ -192,6 +203,15 @@ pub struct Conn {
 impl Collab {
     /// Documents live under `dir/{room}/`.
     pub fn new(dir: PathBuf, settings: CollabSettings) -> Collab {
+        Collab::with_remote(dir, settings, None)
+    }
+
+    /// As `new`, with snapshots also kept in object storage (S3/R2).
+    pub fn with_remote(
+        dir: PathBuf,
+        settings: CollabSettings,
+        remote: Option<Arc<hls::Store>>,
+    ) -> Collab {
         Collab {
             inner: Arc::new(Inner {
                 dir,
@@ -200,6 +220,7 @@ impl Collab {
                 next_conn: AtomicU64::new(1),
                 metrics: Metrics::default(),
                 watchers: Mutex::new(Vec::new()),
+                remote,
             }),
         }
     }
@@ -250,9 +271,36 @@ impl Collab {
     async fn load(&self, room: &str) -> Result<Arc<Room>, CollabError> {
         let dir = self.inner.dir.join(room);
         let name = room.to_string();
+        let opened = {
+            let (dir, name) = (dir.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                DocStore::open(&dir).map_err(|e| CollabError::Storage(name, e))
+            })
+            .await
+            .map_err(|e| CollabError::Corrupt(room.to_string(), e.to_string()))??
+        };
+        let (store, mut loaded) = opened;
+        let mut restored = None;
+        if loaded.snapshot.is_none() && loaded.updates.is_empty() {
+            if let Some(r) = &self.inner.remote {
+                // An error here must not start the document empty: its next snapshot would
+                // overwrite the stored one.
+                restored = r
+                    .get(&remote_key(room))
+                    .await
+                    .map_err(|e| CollabError::Remote(room.to_string(), e.to_string()))?;
+                if restored.is_some() {
+                    info!(room, "collab document restored from object storage");
+                }
+            }
+        }
         let (store, awareness) = tokio::task::spawn_blocking(move || {
-            let (store, loaded) =
-                DocStore::open(&dir).map_err(|e| CollabError::Storage(name.clone(), e))?;
+            if let Some(state) = restored {
+                // Local from now on: the log continues after this snapshot.
+                store::write_snapshot(store.dir(), store.seq(), &state)
+                    .map_err(|e| CollabError::Storage(name.clone(), e))?;
+                loaded.snapshot = Some(state);
+            }
             let doc = yrs::Doc::new();
             {
                 let mut txn = doc.transact_mut();
@@ -305,11 +353,13 @@ impl Collab {
              # TYPE aula_collab_updates_total counter\naula_collab_updates_total {}\n\
              # TYPE aula_collab_closed_slow_total counter\naula_collab_closed_slow_total {}\n\
              # TYPE aula_collab_closed_bad_total counter\naula_collab_closed_bad_total {}\n\
-             # TYPE aula_collab_readonly_dropped_total counter\naula_collab_readonly_dropped_total {}\n",
+             # TYPE aula_collab_readonly_dropped_total counter\naula_collab_readonly_dropped_total {}\n\
+             # TYPE aula_collab_remote_snapshots_total counter\naula_collab_remote_snapshots_total {}\n",
             m.updates.load(Ordering::Relaxed),
             m.closed_slow.load(Ordering::Relaxed),
             m.closed_bad.load(Ordering::Relaxed),
             m.readonly_dropped.load(Ordering::Relaxed),
+            m.remote_snapshots.load(Ordering::Relaxed),
         );
     }
 }
@@ -436,12 +486,13 @@ impl Conn {
     }
 
     fn apply(&self, bytes: Vec<u8>) -> Result<(), Close> {
-        let update = guarded(|| Update::decode_v1(&bytes).map_err(|e| e.to_string())).map_err(|e| {
-            self.bad(Close::new(
-                CLOSE_MALFORMED,
-                format!("malformed document update: {e}"),
-            ))
-        })?;
+        let update =
+            guarded(|| Update::decode_v1(&bytes).map_err(|e| e.to_string())).map_err(|e| {
+                self.bad(Close::new(
+                    CLOSE_MALFORMED,
+                    format!("malformed document update: {e}"),
+                ))
+            })?;
         {
             let st = self.lock()?;
             let mut txn = st.awareness.doc().transact_mut();
@@ -640,9 +691,20 @@ async fn log_task(
                     let dir = s.dir().to_path_buf();
                     let name = room.name.clone();
                     // Off the edit path: edits go on into the new log meanwhile.
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = store::write_snapshot(&dir, next, &state) {
-                            warn!(room = %name, error = %e, "collab: snapshot failed (the logs stay)");
+                    let remote = service.remote.clone();
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        let state = Arc::new(state);
+                        let local = state.clone();
+                        let written = tokio::task::spawn_blocking(move || {
+                            store::write_snapshot(&dir, next, &local)
+                        })
+                        .await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            warn!(room = %name, "collab: snapshot failed (the logs stay)");
+                        }
+                        if let Some(r) = remote {
+                            put_remote(&service, &r, &name, state.to_vec()).await;
                         }
                     });
                 }
@@ -701,7 +763,37 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
         .unwrap_or(true);
     if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
         rooms.remove(&room.name);
+        drop(rooms);
         info!(room = %room.name, "collab document unloaded (no clients)");
+        if let Some(r) = &service.remote {
+            let state = room.state.lock().ok().map(|st| {
+                st.awareness
+                    .doc()
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default())
+            });
+            if let Some(state) = state {
+                put_remote(&service, r, &room.name, state).await;
+            }
+        }
+    }
+}
+
+async fn put_remote(service: &Inner, r: &hls::Store, doc: &str, state: Vec<u8>) {
+    let o = hls::Object {
+        key: remote_key(doc),
+        body: state,
+    };
+    match r.put(&o).await {
+        Ok(()) => {
+            service
+                .metrics
+                .remote_snapshots
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            warn!(%doc, error = %e, "collab: snapshot not stored in object storage (the local copy stays)")
+        }
     }
 }
 

@@ -86,6 +86,11 @@ impl DocStore {
         Ok(self.seq)
     }
 
+    /// The log appends go to now.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
