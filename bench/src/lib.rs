@@ -4,7 +4,21 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use anyhow::{anyhow, Context, Result};
+
+/// The bench's time base (first call starts it).
+pub fn clock() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Microseconds since `clock()` started: what clients stamp into what they send.
+pub fn micros() -> u64 {
+    clock().elapsed().as_micros() as u64
+}
 
 /// `aula serve` on loopback with a throwaway storage directory.
 pub struct AulaServer {

@@ -197,14 +197,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         .map(|s| s.epoch.clone())
         .map_err(|_| "job state poisoned".to_string())?;
     // What the source sends decides the tracks: an audio-only broadcast has no video renditions.
-    let (source, inputs) = tokio::task::spawn_blocking(move || {
-        let mut source = source;
-        let inputs = source.prepare();
-        (source, inputs)
-    })
-    .await
-    .map_err(|e| format!("source thread: {e}"))?;
-    let (video, audio) = inputs?;
+    let (source, (video, audio)) = source.prepared().await?;
     let segment_target = job.ladder.keyframe_interval_s();
     let mut packager = Packager::new(
         PackagerConfig {

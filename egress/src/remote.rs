@@ -53,14 +53,7 @@ async fn dispatch_inner(
         .snapshot()
         .map(|s| s.id)
         .ok_or("job state poisoned")?;
-    let (source, inputs) = tokio::task::spawn_blocking(move || {
-        let mut source = source;
-        let inputs = source.prepare();
-        (source, inputs)
-    })
-    .await
-    .map_err(|e| format!("source thread: {e}"))?;
-    let (video, audio) = inputs?;
+    let (source, (video, audio)) = source.prepared().await?;
     let Source::Room { tap, idle, early } = source else {
         return Err("only room broadcasts are queued".into());
     };

@@ -19,6 +19,9 @@ pub struct RtpPacket {
     pub data: Vec<u8>,
 }
 
+/// What a source sends: its video codec and payload type, and whether it has audio.
+pub(crate) type Inputs = (Option<VideoInput>, Option<AudioInput>);
+
 pub enum Source {
     /// RTP packets from elsewhere (a UDP socket in a worker, a test). Ends when the sender is
     /// dropped or sends nothing for `idle`.
@@ -63,7 +66,7 @@ impl Source {
     }
 
     /// What the source sends; a room source reads its first frames to find out (blocking).
-    pub(crate) fn prepare(&mut self) -> Result<(Option<VideoInput>, Option<AudioInput>), String> {
+    pub(crate) fn prepare(&mut self) -> Result<Inputs, String> {
         match self {
             Source::Rtp { video, audio, .. } => Ok((*video, *audio)),
             Source::TestPattern { .. } => Ok((
@@ -128,6 +131,18 @@ impl Source {
                 ))
             }
         }
+    }
+
+    /// `prepare` off the async runtime (a room source blocks reading its first frames).
+    pub(crate) async fn prepared(self) -> Result<(Source, Inputs), String> {
+        let (source, inputs) = tokio::task::spawn_blocking(move || {
+            let mut source = self;
+            let inputs = source.prepare();
+            (source, inputs)
+        })
+        .await
+        .map_err(|e| format!("source thread: {e}"))?;
+        Ok((source, inputs?))
     }
 
     /// Asks the source for a keyframe (the transcoder lost one), where it can.

@@ -50,6 +50,13 @@ impl AppState {
         }
     }
 
+    /// The collaboration service, or 404 where it is off.
+    pub fn collab(&self) -> Result<crate::collab::Collab, ApiError> {
+        self.collab
+            .clone()
+            .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))
+    }
+
     pub fn with_collab(mut self, c: crate::collab::Collab) -> AppState {
         self.collab = Some(c);
         self

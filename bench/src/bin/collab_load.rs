@@ -7,11 +7,11 @@
 //! `cargo run --release -p bench --bin collab -- --rooms 50 --editors 30 --rate 7.5 --seconds 20`
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use bench::{cpu_seconds, AulaServer};
+use bench::{clock, cpu_seconds, micros, AulaServer};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -36,15 +36,6 @@ struct Args {
     /// Skip the Node y-websocket server run.
     #[arg(long)]
     no_peer: bool,
-}
-
-fn clock() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn micros() -> u64 {
-    clock().elapsed().as_micros() as u64
 }
 
 #[derive(Default)]

@@ -7,11 +7,11 @@
 //! delay (publisher send -> subscriber receive, same process clock) and loss (sequence gaps).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bench::AulaServer;
+use bench::{clock, micros, AulaServer};
 use bytes::Bytes;
 use clap::Parser;
 use rtc::interceptor::Registry;
@@ -55,15 +55,6 @@ struct Args {
 }
 
 const MARK: &[u8; 4] = b"AULA";
-
-fn clock() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn micros() -> u64 {
-    clock().elapsed().as_micros() as u64
-}
 
 #[derive(Default)]
 struct Stats {

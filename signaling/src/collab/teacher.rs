@@ -34,10 +34,7 @@ pub async fn upgrade(
     Query(q): Query<CollabQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let collab = s
-        .collab
-        .clone()
-        .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))?;
+    let collab = s.collab()?;
     let claims = s.keys.verify_for_room(q.token(), &room)?;
     if !claims.grants.admin {
         return Err(TokenError::MissingGrant("admin").into());

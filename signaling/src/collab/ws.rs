@@ -32,10 +32,7 @@ pub async fn upgrade(
     Query(q): Query<CollabQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let collab = s
-        .collab
-        .clone()
-        .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))?;
+    let collab = s.collab()?;
     if !valid_room(&room) {
         return Err(ApiError::BadRequest(
             "document names are a room (letters, digits, '-', '_', '.'), optionally ~identity"
