@@ -443,7 +443,8 @@ async fn resume(packager: &mut Packager, store: &Store, part_target: f64) -> Res
                 .and_then(|s| s.segments.last())
                 .map(|s| s.init_uri.clone())
                 .unwrap_or_default();
-            packager.append_resumed(t, gap_segment(t, n, 2.0, 0, init_uri));
+            let duration = packager.config().segment_target;
+            packager.append_resumed(t, gap_segment(t, n, duration, 0, init_uri));
         }
     }
     if taken > 0 {
