@@ -27,7 +27,6 @@ pub(crate) struct Dispatch {
     pub queue: QueueSettings,
     pub room: String,
     pub profile: String,
-    pub idle: Duration,
 }
 
 pub(crate) async fn dispatch(d: Dispatch, source: Source, shared: Arc<JobShared>) {
@@ -90,7 +89,7 @@ async fn dispatch_inner(
     let keyframe = tap.keyframe_requester();
     let sender = {
         let (target, stop) = (target.clone(), shared.stop.clone());
-        std::thread::spawn(move || send_rtp(&tap, idle.min(d.idle), &early, &stop, &target))
+        std::thread::spawn(move || send_rtp(&tap, idle, &early, &stop, &target))
     };
 
     let mut stop_sent: Option<Instant> = None;

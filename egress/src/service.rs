@@ -201,7 +201,6 @@ impl Egress {
                     queue: q.settings.clone(),
                     room: req.room.clone(),
                     profile: status.profile.clone(),
-                    idle: Duration::from_secs(self.inner.settings.idle_timeout_s),
                 };
                 tokio::spawn(crate::remote::dispatch(remote, source, shared));
             }
