@@ -215,13 +215,22 @@ fn serve(cfg: Config) -> Result<()> {
             cfg.storage.dir.join("collab"),
             cfg.collab.clone(),
             collab_remote,
-        );
+        )
+        .context("opening the collaboration store")?;
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
-            .with_collab(collab);
+            .with_collab(collab.clone());
         let app = signaling::router(state);
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
+            // Small messages (collab updates, signaling, LL-HLS playlist answers) go out as
+            // written: the writers batch on their own, and Nagle + delayed ACK would hold them.
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = stopping.await;
@@ -234,10 +243,18 @@ fn serve(cfg: Config) -> Result<()> {
         egress.shutdown(Duration::from_secs(20)).await;
         let _ = stopping_tx.send(());
         // Players keep connections open (blocking reloads, keep-alive): do not wait for them long.
-        match tokio::time::timeout(Duration::from_secs(3), server).await {
+        let served = match tokio::time::timeout(Duration::from_secs(3), server).await {
             Ok(Ok(r)) => r.context("HTTP server failed"),
             Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server task: {e}")),
             Err(_) => Ok(()),
+        };
+        // Document logs synced and the collab journal emptied: nothing to replay next start.
+        if tokio::time::timeout(Duration::from_secs(10), collab.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("collab journal not flushed in 10 s; the next start replays it");
         }
+        served
     })
 }

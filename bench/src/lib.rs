@@ -120,3 +120,26 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
             .parse::<f64>()?;
     Ok(ticks / 100.0)
 }
+
+/// CPU time the hypervisor gave to other guests ("steal") and all CPU time, in ticks, from
+/// /proc/stat: a bench run with much steal measured a busy host, not the code.
+pub fn host_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("bad /proc/stat"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    Ok((f.get(7).copied().unwrap_or(0), f.iter().sum()))
+}
+
+/// Steal between two `host_ticks` readings, as a share of all CPU time.
+pub fn steal_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1);
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}

@@ -9,6 +9,7 @@ mod pages;
 mod rtc_ws;
 pub mod token;
 mod whip;
+mod ws_io;
 
 pub use error::ApiError;
 pub use http::{router, AppState};

@@ -101,7 +101,7 @@ pub async fn upgrade(
             Entry::Resume(key)
         }
     };
-    Ok(ws
+    Ok(crate::ws_io::tuned(ws)
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| session(s, room, claims, entry, socket)))
 }

@@ -14,7 +14,10 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 fn service(tag: &str, settings: CollabSettings) -> (Collab, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("aula-collab-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    (Collab::new(dir.clone(), settings), dir)
+    (
+        Collab::new(dir.clone(), settings).expect("collab store"),
+        dir,
+    )
 }
 
 fn update_msg(doc: &Doc, text: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@
 // killed mid-session losing nothing it broadcast, and hostile messages closing only the sender.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as Y from 'yjs';
@@ -120,6 +120,22 @@ test('a read-only token syncs but cannot edit', async () => {
   w.doc.getText('code').insert(0, 'from the teacher');
   await waitFor(() => r.doc.getText('code').toString() === 'from the teacher', 10_000, 'reader receives');
   r.doc.getText('code').insert(0, 'vandal ');
+  // A read-only client that edits is told once, with y-protocols' "permission denied".
+  const raw = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}?token=${server.token(room, 'raw', [])}`);
+  clients.push({ destroy: () => raw.close() });
+  const denied = new Promise((resolve) => raw.on('message', (data) => {
+    const d = decoding.createDecoder(new Uint8Array(data));
+    if (decoding.readVarUint(d) === 2 && decoding.readVarUint(d) === 0) resolve(decoding.readVarString(d));
+  }));
+  await new Promise((resolve, reject) => { raw.on('open', resolve); raw.on('error', reject); });
+  const mine = new Y.Doc();
+  mine.getText('code').insert(0, 'raw vandal ');
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, 0);
+  encoding.writeVarUint(e, 2);
+  encoding.writeVarUint8Array(e, Y.encodeStateAsUpdate(mine));
+  raw.send(encoding.toUint8Array(e));
+  assert.match(await denied, /permission denied: this token may read/);
   await sleep(1000);
   assert.equal(w.doc.getText('code').toString(), 'from the teacher');
   const late = client(room, 'late');
@@ -195,6 +211,24 @@ test('the server is killed mid-session and restarted: nothing it broadcast is lo
     const c = client(room, 'cleo', { srv });
     await synced(c);
     await waitFor(() => state(c.doc) === expected, 10_000, 'state after the restart');
+    // The killed run's journal segment is replayed at start (a segment is only checkpointed
+    // when a later commit finds it a second old).
+    assert.match(srv.logs(), /journal replayed after an unclean stop/);
+    // A clean stop (SIGINT) syncs the document logs and leaves the journal empty.
+    const w = client(room, 'wes', { srv });
+    await synced(w);
+    c.doc.getText('code').insert(0, 'after the restart ');
+    // Broadcast means durable.
+    await waitFor(() => w.doc.getText('code').toString().startsWith('after the restart '), 10_000, 'edit broadcast');
+    c.destroy();
+    w.destroy();
+    await srv.stop();
+    assert.deepEqual(readdirSync(join(dir, 'collab', '.journal')), []);
+    srv = await startServer(ENV, { dir });
+    assert.doesNotMatch(srv.logs(), /journal replayed/);
+    const d = client(room, 'dora', { srv });
+    await synced(d);
+    await waitFor(() => d.doc.getText('code').toString().startsWith('after the restart '), 10_000, 'edit made before the clean stop');
   } finally {
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use bench::{clock, cpu_seconds, micros, AulaServer};
+use bench::{clock, cpu_seconds, host_ticks, micros, steal_share, AulaServer};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::encoder::Encode;
@@ -80,7 +81,10 @@ async fn editor(
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> Result<()> {
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    // Small read buffer: tungstenite zero-fills all of it before each read (see
+    // signaling/src/ws_io.rs); Nagle off, as browsers and the servers do.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .with_context(|| format!("connecting {url}"))?;
     let (mut tx, mut rx) = ws.split();
@@ -145,6 +149,7 @@ struct Outcome {
     expected_per_s: f64,
     cpu_cores: f64,
     errors: u64,
+    steal: f64,
 }
 
 async fn run_load(
@@ -172,12 +177,14 @@ async fn run_load(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu0 = cpu_seconds(server_pid)?;
+    let host0 = host_ticks()?;
     let t0 = Instant::now();
     stats.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server_pid)? - cpu0;
+    let steal = steal_share(host0, host_ticks()?);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         if let Ok(Err(e)) = t.await {
@@ -204,13 +211,14 @@ async fn run_load(
         expected_per_s: sent / secs * (args.editors.saturating_sub(1)) as f64,
         cpu_cores: cpu / secs,
         errors: stats.errors.load(Ordering::Relaxed),
+        steal,
     })
 }
 
 fn print(name: &str, o: &Outcome) {
     println!(
-        "{name:<12} latency p50={:.1}ms p95={:.1}ms p99={:.1}ms  updates/s={:.0}  deliveries/s={:.0} (expected {:.0})  server_cpu={:.2} cores  errors={}",
-        o.p50, o.p95, o.p99, o.sent_per_s, o.delivered_per_s, o.expected_per_s, o.cpu_cores, o.errors
+        "{name:<12} latency p50={:.1}ms p95={:.1}ms p99={:.1}ms  updates/s={:.0}  deliveries/s={:.0} (expected {:.0})  server_cpu={:.2} cores  errors={}  host_steal={:.0}%",
+        o.p50, o.p95, o.p99, o.sent_per_s, o.delivered_per_s, o.expected_per_s, o.cpu_cores, o.errors, o.steal * 100.0
     );
 }
 

@@ -2,6 +2,9 @@
 //! the updates since. `log-{seq}.bin` holds length-prefixed updates; `snap.bin` starts with the
 //! first log sequence it does not cover. A snapshot starts a new log; older logs are deleted once
 //! the snapshot is durable, so a crash at any point leaves a loadable set.
+//!
+//! Appends here are not fsynced one by one: the shared journal (`journal.rs`) makes updates
+//! durable first, and syncs these logs (`sync_handles`) before it drops its own copy.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -16,6 +19,10 @@ pub(crate) struct DocStore {
     dir: PathBuf,
     seq: u64,
     log: BufWriter<File>,
+    /// Logs rotated away from since the last sync, still to be synced.
+    unsynced: Vec<File>,
+    /// A log file was created since the last sync: its directory entry needs a sync too.
+    created: bool,
 }
 
 /// What a room's directory held.
@@ -64,26 +71,50 @@ impl DocStore {
                 dir: dir.to_path_buf(),
                 seq,
                 log,
+                unsynced: Vec::new(),
+                created: true,
             },
             Loaded { snapshot, updates },
         ))
     }
 
-    /// Appends updates and makes them durable (one fsync for the batch).
+    /// Appends updates to the log (written, not yet synced: see `sync_handles`).
     pub fn append(&mut self, updates: &[axum::body::Bytes]) -> std::io::Result<()> {
         for u in updates {
             self.log.write_all(&(u.len() as u32).to_le_bytes())?;
             self.log.write_all(u)?;
         }
-        self.log.flush()?;
-        self.log.get_ref().sync_data()
+        self.log.flush()
     }
 
     /// Starts a new log; returns the sequence a snapshot taken now must name.
     pub fn rotate(&mut self) -> std::io::Result<u64> {
+        let next = open_log(&self.dir, self.seq + 1)?;
+        let old = std::mem::replace(&mut self.log, next);
         self.seq += 1;
-        self.log = open_log(&self.dir, self.seq)?;
+        self.created = true;
+        match old.into_inner() {
+            Ok(f) => self.unsynced.push(f),
+            Err(e) => return Err(e.into_error()),
+        }
         Ok(self.seq)
+    }
+
+    /// What must be synced for everything appended so far to be durable: the log files
+    /// written since the last call and, if a log was created, the directory. Syncing happens
+    /// outside, without holding up appends.
+    pub fn sync_handles(&mut self) -> std::io::Result<(Vec<File>, Option<PathBuf>)> {
+        let mut files = std::mem::take(&mut self.unsynced);
+        files.push(self.log.get_ref().try_clone()?);
+        let dir = std::mem::take(&mut self.created).then(|| self.dir.clone());
+        Ok((files, dir))
+    }
+
+    /// Syncs everything appended so far (recovery; the journal's checkpoint does this in
+    /// its own thread with `sync_handles`).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        let (files, dir) = self.sync_handles()?;
+        sync_all(&files, dir.as_deref())
     }
 
     /// The log appends go to now.
@@ -94,6 +125,17 @@ impl DocStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Syncs log files, then the directory holding them (new files' names).
+pub(crate) fn sync_all(files: &[File], dir: Option<&Path>) -> std::io::Result<()> {
+    for f in files {
+        f.sync_data()?;
+    }
+    if let Some(d) = dir {
+        File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes a snapshot covering every log before `next_seq`, then deletes those logs. Blocking.
@@ -169,11 +211,13 @@ mod tests {
         let a = Bytes::from_static(b"one");
         let b = Bytes::from_static(b"two");
         s.append(&[a.clone(), b.clone()]).unwrap();
+        s.sync().unwrap();
         drop(s);
         let (mut s, l) = DocStore::open(&dir).unwrap();
         assert_eq!(l.updates, vec![b"one".to_vec(), b"two".to_vec()]);
         let next = s.rotate().unwrap();
         s.append(&[Bytes::from_static(b"three")]).unwrap();
+        s.sync().unwrap();
         write_snapshot(&dir, next, b"STATE").unwrap();
         // A torn write at the end of the newest log.
         {

@@ -42,7 +42,7 @@ pub async fn upgrade(
     if !super::ws::valid_room(&room) || room.contains('~') {
         return Err(ApiError::BadRequest("bad room name".into()));
     }
-    Ok(ws.on_upgrade(move |socket| session(collab, room, socket)))
+    Ok(crate::ws_io::tuned(ws).on_upgrade(move |socket| session(collab, room, socket)))
 }
 
 fn frame(name: &str, update: &[u8]) -> WsMessage {

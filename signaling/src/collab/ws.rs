@@ -9,7 +9,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Close, Out, CLOSE_MALFORMED};
 use crate::error::ApiError;
@@ -51,7 +51,7 @@ pub async fn upgrade(
     let can_write = claims.grants.publish_data || claims.grants.admin;
     // Frames over the limit still arrive, so the client gets a close code that says why.
     let limit = collab.settings().max_message_bytes.saturating_mul(2) + 1024;
-    Ok(ws
+    Ok(crate::ws_io::tuned(ws)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| session(collab, room, can_write, socket)))
@@ -103,7 +103,11 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
                     Some(Ok(WsMessage::Close(_))) | None => return,
                     Some(Err(e)) => {
-                        warn!(%room, error = %e, "collab: WebSocket error");
+                        if crate::ws_io::is_disconnect(&e) {
+                            debug!(%room, error = %e, "collab: client went away");
+                        } else {
+                            warn!(%room, error = %e, "collab: WebSocket error");
+                        }
                         return;
                     }
                 };
