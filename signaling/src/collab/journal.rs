@@ -188,12 +188,7 @@ fn writer(
             };
             match s {
                 Ok(s) => seg = Some(commit(s, &mut group, &mut buf, &mut dirty, &syncs)),
-                Err(e) => {
-                    warn!(error = %e, "collab: cannot start a journal segment; updates refused");
-                    for c in group.drain(..) {
-                        let _ = c.done.send(Err(io::Error::new(e.kind(), e.to_string())));
-                    }
-                }
+                Err(e) => refuse(&mut group, &e, "cannot start a journal segment"),
             }
         }
         let due = seg
@@ -227,6 +222,14 @@ fn writer(
     }
 }
 
+/// Answers a group that could not be made durable: the rooms drop their clients, who resend.
+fn refuse(group: &mut Vec<Commit>, e: &io::Error, what: &str) {
+    warn!(error = %e, "collab: {what}; updates refused");
+    for c in group.drain(..) {
+        let _ = c.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+}
+
 /// Writes a group to the segment with one fsync, then to the document logs; answers each.
 fn commit(
     mut seg: Segment,
@@ -241,10 +244,7 @@ fn commit(
     }
     let written = seg.file.write_all(buf).and_then(|()| seg.file.sync_data());
     if let Err(e) = written {
-        warn!(error = %e, "collab: journal write failed; updates refused");
-        for c in group.drain(..) {
-            let _ = c.done.send(Err(io::Error::new(e.kind(), e.to_string())));
-        }
+        refuse(group, &e, "journal write failed");
         return seg;
     }
     syncs.fetch_add(1, Ordering::Relaxed);
@@ -346,20 +346,7 @@ fn read_segment(b: &[u8], mut f: impl FnMut(&str, Vec<Vec<u8>>)) -> Result<(), S
 /// Replays every segment in `dir` into the document logs under `docs`, syncs them, deletes the
 /// segments; returns the number for the next segment.
 fn recover(dir: &Path, docs: &Path) -> io::Result<u64> {
-    let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("wal-")?
-                .strip_suffix(".bin")?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    segs.sort_unstable();
+    let segs = store::numbered(dir, "wal-")?;
     let next = segs.last().map_or(0, |(n, _)| n + 1);
     if segs.is_empty() {
         // A clean stop (or a first start): nothing to replay.

@@ -48,17 +48,7 @@ impl DocStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, None),
             Err(e) => return Err(e),
         };
-        let mut seqs: Vec<u64> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("log-")?
-                    .strip_suffix(".bin")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        seqs.sort_unstable();
+        let seqs: Vec<u64> = numbered(dir, "log-")?.into_iter().map(|(s, _)| s).collect();
         let mut updates = Vec::new();
         for s in seqs.iter().filter(|s| **s >= from) {
             read_log(&log_path(dir, *s), &mut updates)?;
@@ -149,21 +139,31 @@ pub(crate) fn write_snapshot(dir: &Path, next_seq: u64, state: &[u8]) -> std::io
     }
     fs::rename(&tmp, dir.join("snap.bin"))?;
     File::open(dir)?.sync_all()?;
-    for e in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-        let name = e.file_name();
-        let Some(s) = name.to_str().and_then(|n| {
-            n.strip_prefix("log-")?
-                .strip_suffix(".bin")?
-                .parse::<u64>()
-                .ok()
-        }) else {
-            continue;
-        };
+    for (s, path) in numbered(dir, "log-")? {
         if s < next_seq {
-            let _ = fs::remove_file(e.path());
+            let _ = fs::remove_file(path);
         }
     }
     Ok(())
+}
+
+/// The files `{prefix}{n}.bin` in `dir` (document logs, journal segments), by `n`.
+pub(crate) fn numbered(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(".bin")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort_unstable();
+    Ok(found)
 }
 
 fn log_path(dir: &Path, seq: u64) -> PathBuf {
