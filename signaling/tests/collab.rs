@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use signaling::collab::{Collab, CollabSettings, Out, CLOSE_TOO_SLOW};
+use signaling::collab::{Collab, CollabSettings, Out, CLOSE_MALFORMED, CLOSE_TOO_SLOW};
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -100,6 +100,66 @@ async fn hostile_messages_never_panic_or_corrupt() {
         "{text:.200}"
     );
     drop((good, late));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// lib0 varUint.
+fn var(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A y-sync update message around a hand-written v1 update: one string item of client 5 at
+/// `clock` (its origin, client 9, is missing: yrs would keep it pending), and a delete range.
+fn crafted(clock: u64, delete: (u64, u64)) -> Vec<u8> {
+    let mut u = Vec::new();
+    for n in [1, 1, 5, clock] {
+        var(&mut u, n); // clients, blocks, client, clock
+    }
+    u.push(0x84); // item with an origin, string content
+    var(&mut u, 9);
+    var(&mut u, 0);
+    var(&mut u, 10);
+    u.extend_from_slice(b"abcdefghij");
+    for n in [1, 5, 1, delete.0, delete.1] {
+        var(&mut u, n); // delete set: 1 client (5), 1 range
+    }
+    let mut m = vec![0, 2];
+    var(&mut m, u.len() as u64);
+    m.extend_from_slice(&u);
+    m
+}
+
+/// Clocks near u32::MAX decode, but yrs overflows when it later merges such pending updates
+/// (found by the fuzz test above, about once in 30 runs): refused up front, deterministically.
+#[tokio::test]
+async fn updates_with_out_of_range_clocks_are_refused() {
+    let (collab, dir) = service("clocks", CollabSettings::default());
+    let huge = u64::from(u32::MAX) - 95;
+    for (what, msg) in [
+        ("item clock", crafted(huge, (0, 1))),
+        ("delete range", crafted(3, (huge, 50))),
+    ] {
+        let mut c = collab.join("clocks", true).await.expect("join");
+        let close = c.handle(&msg).expect_err(what);
+        assert_eq!(close.code, CLOSE_MALFORMED, "{what}: {close:?}");
+        assert!(close.reason.contains("out of bounds"), "{what}: {close:?}");
+    }
+    // The same shape with sane clocks is taken (kept pending), and newcomers still sync.
+    let mut c = collab.join("clocks", true).await.expect("join");
+    c.handle(&crafted(3, (0, 1))).expect("sane clocks");
+    let mut late = collab.join("clocks", false).await.expect("join");
+    let replies = late
+        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
+        .expect("step 1");
+    assert!(matches!(
+        Message::decode_v1(&replies[0]),
+        Ok(Message::Sync(SyncMessage::SyncStep2(_)))
+    ));
+    drop((c, late));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -463,6 +463,36 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
+/// The document's state after `sv`, as one update. Guarded: yrs re-decodes its own pending
+/// structs here, which came from clients (signaling/tests/collab.rs hit an add overflow in
+/// `merge_pending_v1` once in ~30 runs before `check_clocks` refused such updates).
+fn state_since(doc: &yrs::Doc, sv: &StateVector) -> Result<Vec<u8>, String> {
+    guarded(|| Ok(doc.transact().encode_state_as_update_v1(sv)))
+}
+
+/// The highest clock an accepted update may reach. Real clients count inserted elements from 0;
+/// a clock near `u32::MAX` can only be hostile, and yrs overflows on it when it later merges
+/// pending updates.
+const MAX_CLOCK: u32 = 1 << 31;
+
+/// Refuses updates whose insertions or deletions reach past `MAX_CLOCK`.
+fn check_clocks(u: &Update) -> Result<(), String> {
+    let insertions = u.insertions(true);
+    for set in [&insertions, u.delete_set()] {
+        for (client, ranges) in set.iter() {
+            for r in ranges.iter() {
+                if r.end < r.start || r.end > MAX_CLOCK {
+                    return Err(format!(
+                        "client {client} clock range {}..{} is out of bounds",
+                        r.start, r.end
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn encode(msg: &Message) -> Bytes {
     Bytes::from(msg.encode_v1())
 }
@@ -528,7 +558,10 @@ impl Conn {
         match msg {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let st = self.lock()?;
-                let diff = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
+                let diff = state_since(st.awareness.doc(), &sv).map_err(|e| {
+                    warn!(room = %self.room.name, error = %e, "collab: cannot encode the document");
+                    Close::new(1011, "the document cannot be encoded")
+                })?;
                 Ok(vec![encode(&Message::Sync(SyncMessage::SyncStep2(diff)))])
             }
             Message::Sync(SyncMessage::SyncStep2(u)) | Message::Sync(SyncMessage::Update(u)) => {
@@ -584,13 +617,17 @@ impl Conn {
     }
 
     fn apply(&self, bytes: Vec<u8>) -> Result<(), Close> {
-        let update =
-            guarded(|| Update::decode_v1(&bytes).map_err(|e| e.to_string())).map_err(|e| {
-                self.bad(Close::new(
-                    CLOSE_MALFORMED,
-                    format!("malformed document update: {e}"),
-                ))
-            })?;
+        let update = guarded(|| {
+            let u = Update::decode_v1(&bytes).map_err(|e| e.to_string())?;
+            check_clocks(&u)?;
+            Ok(u)
+        })
+        .map_err(|e| {
+            self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("malformed document update: {e}"),
+            ))
+        })?;
         {
             let st = self.lock()?;
             let mut txn = st.awareness.doc().transact_mut();
@@ -831,12 +868,9 @@ async fn log_task(
             st.updates_since_snapshot += batch.len();
             if st.updates_since_snapshot >= snapshot_every {
                 st.updates_since_snapshot = 0;
-                Some(
-                    st.awareness
-                        .doc()
-                        .transact()
-                        .encode_state_as_update_v1(&StateVector::default()),
-                )
+                state_since(st.awareness.doc(), &StateVector::default())
+                    .map_err(|e| warn!(room = %room.name, error = %e, "collab: snapshot not taken"))
+                    .ok()
             } else {
                 None
             }
@@ -925,12 +959,11 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
         drop(rooms);
         info!(room = %room.name, "collab document unloaded (no clients)");
         if let Some(r) = &service.remote {
-            let state = room.state.lock().ok().map(|st| {
-                st.awareness
-                    .doc()
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default())
-            });
+            let state = room
+                .state
+                .lock()
+                .ok()
+                .and_then(|st| state_since(st.awareness.doc(), &StateVector::default()).ok());
             if let Some(state) = state {
                 put_remote(&service, r, &room.name, state).await;
             }
@@ -995,11 +1028,7 @@ impl Collab {
             .into_iter()
             .filter_map(|r| {
                 let st = r.state.lock().ok()?;
-                let full = st
-                    .awareness
-                    .doc()
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default());
+                let full = state_since(st.awareness.doc(), &StateVector::default()).ok()?;
                 Some((r.shared_name.clone(), full))
             })
             .collect()
