@@ -413,6 +413,7 @@ impl Collab {
         info!(room, "collab document loaded");
         tokio::spawn(log_task(
             Arc::downgrade(&r),
+            r.shared_name.clone(),
             self.inner.clone(),
             Arc::new(Mutex::new(store)),
             log_rx,
@@ -668,8 +669,9 @@ impl Conn {
         Ok(())
     }
 
-    /// A message already queued for this client, without waiting.
-    pub fn try_recv(&mut self) -> Option<Out> {
+    /// A message already queued for this client, without waiting (a kicked client's close
+    /// comes from `recv`).
+    pub fn try_recv(&mut self) -> Option<Bytes> {
         if self.kicked.0.load(Ordering::Relaxed) {
             return None;
         }
@@ -685,7 +687,7 @@ impl Conn {
             )));
         }
         tokio::select! {
-            m = self.rx.recv() => m.map(take),
+            m = self.rx.recv() => m.map(|q| Out::Msg(take(q))),
             _ = self.kicked.1.notified() => Some(Out::Close(Close::new(
                 CLOSE_TOO_SLOW,
                 "too slow: messages piled up; reconnect to resync",
@@ -694,11 +696,11 @@ impl Conn {
     }
 }
 
-fn take(q: Queued) -> Out {
+fn take(q: Queued) -> Bytes {
     if let Some(t) = &q.ticket {
         t.taken();
     }
-    Out::Msg(q.msg)
+    q.msg
 }
 
 impl Drop for Conn {
@@ -789,6 +791,7 @@ fn broadcast_with(
 /// Commits updates to the journal and the room's log, then broadcasts them; takes snapshots.
 async fn log_task(
     room: std::sync::Weak<Room>,
+    name: Arc<str>,
     service: Arc<Inner>,
     store: SharedStore,
     mut rx: mpsc::UnboundedReceiver<Logged>,
@@ -804,11 +807,12 @@ async fn log_task(
             batch.push(more);
         }
         let updates: Vec<Bytes> = batch.iter().map(|l| l.update.clone()).collect();
+        // Applied, so logged even if the room has meanwhile gone.
+        let written = service
+            .journal
+            .commit(name.clone(), store.clone(), updates)
+            .await;
         // The room is gone once its last connection and the service let go of it.
-        let Some(name) = room.upgrade().map(|r| r.shared_name.clone()) else {
-            break;
-        };
-        let written = service.journal.commit(name, store.clone(), updates).await;
         let Some(room) = room.upgrade() else { break };
         if let Err(e) = written {
             // Not durable: not acknowledged. The senders still have them and resend on

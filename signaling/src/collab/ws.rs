@@ -130,17 +130,9 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
                         return;
                     }
                     for _ in 0..256 {
-                        match conn.try_recv() {
-                            Some(Out::Msg(m)) => {
-                                if tx.feed(WsMessage::Binary(m)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Some(Out::Close(c)) => {
-                                let _ = tx.flush().await;
-                                return close_and_drain(&mut tx, &mut rx, &c).await;
-                            }
-                            None => break,
+                        let Some(m) = conn.try_recv() else { break };
+                        if tx.feed(WsMessage::Binary(m)).await.is_err() {
+                            return;
                         }
                     }
                     if tx.flush().await.is_err() {
