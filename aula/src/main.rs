@@ -3,6 +3,7 @@
 mod config;
 mod egress_cmd;
 mod ladder_cmd;
+mod log_writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,7 +142,9 @@ fn main() -> Result<()> {
 
 fn logs() {
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // Escaped, and so without colour codes: request bytes cannot forge log lines.
+        .with_writer(log_writer::EscapedStderr)
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),

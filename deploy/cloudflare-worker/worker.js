@@ -32,7 +32,9 @@ export async function verify(token, path, keys, nowUnix) {
   const ok = await crypto.subtle.verify('HMAC', key, tag, enc.encode(`${kid}.${expText}.${scope}`));
   if (!ok) return 'bad signature';
   if (nowUnix >= Number(expText)) return 'token expired';
-  if (!path.startsWith(scope) || path.split('/').some((s) => s === '..' || s === '.')) return `token is for "${scope}"`;
+  // Whole path segments: a scope of /r/b1 covers /r/b1/... but not /r/b10/... (as hls::sign::in_scope).
+  const inScope = path.startsWith(scope) && (scope.endsWith('/') || path.length === scope.length || path[scope.length] === '/');
+  if (!inScope || path.split('/').some((s) => s === '..' || s === '.')) return `token is for "${scope}"`;
   return null;
 }
 

@@ -61,6 +61,15 @@ pub struct JobStatus {
     /// The `aula egress worker` running it (out-of-process egress); none in-process.
     #[serde(default)]
     pub worker: Option<String>,
+    /// The source's picture size (`WxH`) from its first keyframes, where known.
+    #[serde(default)]
+    pub source_size: Option<String>,
+    /// The profile's rungs this job encodes, lowest first.
+    #[serde(default)]
+    pub rungs: Vec<String>,
+    /// Rungs of the profile left out, each with why (`"1080p: above the 1280x720 source"`).
+    #[serde(default)]
+    pub skipped_rungs: Vec<String>,
 }
 
 impl JobStatus {
@@ -92,6 +101,9 @@ impl JobStatus {
             upload_queued: 0,
             variant_sets: Vec::new(),
             worker: None,
+            source_size: None,
+            rungs: Vec::new(),
+            skipped_rungs: Vec::new(),
         }
     }
 }
@@ -197,7 +209,24 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         .map(|s| s.epoch.clone())
         .map_err(|_| "job state poisoned".to_string())?;
     // What the source sends decides the tracks: an audio-only broadcast has no video renditions.
-    let (source, (video, audio)) = source.prepared().await?;
+    let (source, (video, audio, size)) = source.prepared().await?;
+    let mut job = job;
+    if let Some(size) = size.filter(|_| video.is_some()) {
+        // Never above the source: a rung larger than the picture adds bytes, not detail.
+        let (fitted, dropped) = crate::frame_size::fit_ladder(&job.ladder, size);
+        if !dropped.is_empty() {
+            info!(prefix = %job.prefix, source = %size, skipped = ?dropped, "egress: rungs above the source left out");
+        }
+        job.ladder = fitted;
+        shared.update(|s| {
+            s.source_size = Some(size.to_string());
+            s.skipped_rungs = dropped
+                .iter()
+                .map(|r| format!("{r}: above the {size} source"))
+                .collect();
+        });
+    }
+    shared.update(|s| s.rungs = job.ladder.rungs.iter().map(|r| r.name.clone()).collect());
     let segment_target = job.ladder.keyframe_interval_s();
     let mut packager = Packager::new(
         PackagerConfig {

@@ -3,6 +3,7 @@
 //! prefix `{room}/{broadcast}`; a restarted job continues that prefix after a discontinuity.
 
 mod error;
+pub mod frame_size;
 mod ids;
 mod job;
 mod queue;

@@ -18,6 +18,7 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use transcoder::VideoCodec;
 
+use crate::frame_size::FrameSize;
 use crate::ids::valid_name;
 
 /// `[egress]` in aula.toml.
@@ -100,6 +101,8 @@ pub(crate) struct JobMessage {
     pub profile: String,
     pub video: Option<VideoCodec>,
     pub audio: bool,
+    /// The publisher's picture size as the node read it (`WxH`; empty or absent: unknown).
+    pub size: Option<FrameSize>,
 }
 
 impl JobMessage {
@@ -115,6 +118,7 @@ impl JobMessage {
             ("profile", self.profile.clone()),
             ("video", video.into()),
             ("audio", if self.audio { "1" } else { "0" }.into()),
+            ("size", self.size.map(|s| s.to_string()).unwrap_or_default()),
         ]
     }
 
@@ -143,14 +147,30 @@ impl JobMessage {
         if video.is_none() && !audio {
             return Err("job entry with neither video nor audio".into());
         }
+        // Absent from entries queued by an older node: unknown, the whole ladder is encoded.
+        let size = match get("size").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                Some(parse_size(&s).ok_or_else(|| format!("job entry with a bad size {s:?}"))?)
+            }
+        };
         Ok(JobMessage {
             id,
             room,
             profile,
             video,
             audio,
+            size,
         })
     }
+}
+
+/// `WxH`, each side 1..=16384.
+fn parse_size(s: &str) -> Option<FrameSize> {
+    let (w, h) = s.split_once('x')?;
+    let (width, height) = (w.parse().ok()?, h.parse().ok()?);
+    let ok = |v: u32| (1..=16_384).contains(&v);
+    (ok(width) && ok(height)).then_some(FrameSize { width, height })
 }
 
 /// A live-index change sent from a worker to the node.
@@ -198,10 +218,20 @@ mod tests {
             profile: "test".into(),
             video: Some(VideoCodec::H264),
             audio: true,
+            size: Some(FrameSize {
+                width: 1280,
+                height: 720,
+            }),
         };
         let fields = m.fields();
         let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(parse(&pairs).unwrap(), m);
+        for bad in ["0x720", "1280x", "x", "99999x10", "-1x5"] {
+            let mut p = pairs.clone();
+            p.retain(|(k, _)| *k != "size");
+            p.push(("size", bad));
+            assert!(parse(&p).unwrap_err().contains("size"), "{bad}");
+        }
 
         let ok = [
             ("id", "b-1"),

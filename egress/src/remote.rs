@@ -52,7 +52,7 @@ async fn dispatch_inner(
         .snapshot()
         .map(|s| s.id)
         .ok_or("job state poisoned")?;
-    let (source, (video, audio)) = source.prepared().await?;
+    let (source, (video, audio, size)) = source.prepared().await?;
     let Source::Room { tap, idle, early } = source else {
         return Err("only room broadcasts are queued".into());
     };
@@ -63,6 +63,7 @@ async fn dispatch_inner(
         profile: d.profile.clone(),
         video: video.map(|v| v.codec),
         audio: audio.is_some(),
+        size,
     };
     let q = &d.queue;
     let key = q.job_key(&id);

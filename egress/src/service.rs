@@ -365,6 +365,12 @@ impl Egress {
             "# TYPE aula_egress_bytes_stored_total counter\naula_egress_bytes_stored_total {}",
             sum(|j| j.bytes_stored)
         );
+        let _ =
+            writeln!(
+            out,
+            "# TYPE aula_egress_rungs_skipped_total counter\naula_egress_rungs_skipped_total {}",
+            jobs.iter().map(|j| j.skipped_rungs.len() as u64).sum::<u64>()
+        );
         let _ = writeln!(
             out,
             "# TYPE aula_egress_upload_failed_attempts_total counter\naula_egress_upload_failed_attempts_total {}",

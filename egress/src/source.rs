@@ -8,6 +8,8 @@ use sfu::tap::{RtpPacketizer, Tap, TapCodec, TapFrame};
 use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{AudioInput, Transcoder, VideoCodec, VideoInput};
 
+use crate::frame_size::FrameSize;
+
 /// How long a room source waits for its first frames before giving up.
 const FIRST_MEDIA: Duration = Duration::from_secs(15);
 /// After the first video frame, how long to wait for audio before going video-only.
@@ -19,8 +21,13 @@ pub struct RtpPacket {
     pub data: Vec<u8>,
 }
 
-/// What a source sends: its video codec and payload type, and whether it has audio.
-pub(crate) type Inputs = (Option<VideoInput>, Option<AudioInput>);
+/// What a source sends: its video codec and payload type, whether it has audio, and its
+/// picture size where a keyframe told it.
+pub(crate) type Inputs = (Option<VideoInput>, Option<AudioInput>, Option<FrameSize>);
+
+/// After the first video frame, how long to wait for a keyframe of the publisher's top
+/// simulcast layer (its full size; lower layers come first while its send rate ramps up).
+const TOP_LAYER_GRACE: Duration = Duration::from_secs(5);
 
 pub enum Source {
     /// RTP packets from elsewhere (a UDP socket in a worker, a test). Ends when the sender is
@@ -32,6 +39,8 @@ pub enum Source {
         idle: Duration,
         /// Asks the sender for a keyframe, where it can be reached.
         keyframe: Option<Arc<dyn Fn() + Send + Sync>>,
+        /// The picture size, where the sender knows it.
+        size: Option<FrameSize>,
     },
     /// A room's broadcaster, tapped in-process from the SFU. Ends when the publisher leaves or
     /// sends nothing for `idle`.
@@ -68,8 +77,10 @@ impl Source {
     /// What the source sends; a room source reads its first frames to find out (blocking).
     pub(crate) fn prepare(&mut self) -> Result<Inputs, String> {
         match self {
-            Source::Rtp { video, audio, .. } => Ok((*video, *audio)),
-            Source::TestPattern { .. } => Ok((
+            Source::Rtp {
+                video, audio, size, ..
+            } => Ok((*video, *audio, *size)),
+            Source::TestPattern { width, height, .. } => Ok((
                 Some(VideoInput {
                     codec: VideoCodec::Vp8,
                     payload_type: VIDEO_PT,
@@ -77,18 +88,29 @@ impl Source {
                 Some(AudioInput {
                     payload_type: AUDIO_PT,
                 }),
+                Some(FrameSize {
+                    width: *width,
+                    height: *height,
+                }),
             )),
             Source::Room { tap, early, .. } => {
                 let start = Instant::now();
                 let (mut video, mut audio) = (None, false);
                 let mut first_video: Option<Instant> = None;
+                // The largest keyframe seen, and whether it was of the top layer.
+                let mut size: Option<(FrameSize, bool)> = None;
                 loop {
                     let waited = start.elapsed();
-                    if audio && video.is_some() {
+                    let sized = size.is_some_and(|(_, top)| top)
+                        || first_video.is_some_and(|t| t.elapsed() > TOP_LAYER_GRACE);
+                    if audio && video.is_some() && sized {
                         break;
                     }
-                    if first_video.is_some_and(|t| t.elapsed() > AUDIO_GRACE) {
+                    if video.is_none() && first_video.is_some_and(|t| t.elapsed() > AUDIO_GRACE) {
                         break;
+                    }
+                    if !audio && sized && first_video.is_some_and(|t| t.elapsed() > AUDIO_GRACE) {
+                        break; // video-only broadcast
                     }
                     if waited > FIRST_MEDIA {
                         if audio {
@@ -112,6 +134,24 @@ impl Source {
                                 // Start on a keyframe rather than wait for the next one.
                                 tap.request_keyframe();
                             }
+                            if f.video && f.keyframe {
+                                let s = match f.codec {
+                                    TapCodec::Vp8 => crate::frame_size::vp8_keyframe_size(&f.data),
+                                    TapCodec::H264 => {
+                                        crate::frame_size::h264_keyframe_size(&f.data)
+                                    }
+                                    _ => None,
+                                };
+                                if let Some(s) = s {
+                                    let area =
+                                        |s: FrameSize| u64::from(s.width) * u64::from(s.height);
+                                    if size
+                                        .is_none_or(|(old, _)| f.top_layer || area(s) > area(old))
+                                    {
+                                        size = Some((s, f.top_layer));
+                                    }
+                                }
+                            }
                             early.push(f);
                         }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -128,6 +168,7 @@ impl Source {
                     audio.then_some(AudioInput {
                         payload_type: AUDIO_PT,
                     }),
+                    size.map(|(s, _)| s),
                 ))
             }
         }

@@ -238,6 +238,7 @@ async fn run_job(
                 plis.fetch_add(1, Ordering::Relaxed);
             })
         }),
+        size: msg.size,
     };
     let started = ctx.egress.start(
         StartRequest {

@@ -72,6 +72,7 @@ async fn garbage_fails_its_job_and_leaves_the_other_alone() {
                 rx,
                 idle: Duration::from_secs(5),
                 keyframe: None,
+                size: None,
             },
         )
         .expect("garbage job starts")
@@ -147,6 +148,7 @@ async fn an_audio_only_broadcast_goes_live() {
                 rx,
                 idle: Duration::from_secs(2),
                 keyframe: None,
+                size: None,
             },
         )
         .expect("starts")

@@ -169,6 +169,10 @@ impl Origin {
             return Response::text(403, e.to_string());
         }
         let key = bare.trim_start_matches('/');
+        if key.ends_with('/') {
+            // A folder's name: objects never end in '/'.
+            return Response::text(404, "no such object");
+        }
         if check_key(key).is_err() {
             return Response::text(400, "bad object path");
         }

@@ -107,13 +107,22 @@ impl SigningKeys {
             return Err(SignError::Expired);
         }
         // ".." could climb out of the granted prefix once a server normalises the path.
-        if !path.starts_with(&scope) || path.split('/').any(|s| s == ".." || s == ".") {
+        if !in_scope(path, &scope) || path.split('/').any(|s| s == ".." || s == ".") {
             return Err(SignError::WrongPrefix {
                 scope,
                 path: path.to_string(),
             });
         }
         Ok(())
+    }
+}
+
+/// Whether `path` lies under `scope` by whole path segments: `/r/b1` covers `/r/b1` and
+/// `/r/b1/...`, never `/r/b10/...`.
+pub fn in_scope(path: &str, scope: &str) -> bool {
+    match path.strip_prefix(scope) {
+        Some(rest) => scope.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
     }
 }
 

@@ -118,7 +118,15 @@ impl FsStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match tokio::fs::read(self.path(key)).await {
             Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A directory is no object (S3 has none either): not found, not a storage error.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -97,6 +97,14 @@ async fn serves_signed_paths_with_ranges_and_refuses_the_rest() {
             .status,
         404
     );
+    // A directory (the rendition's folder) is not an object: 404, not a storage error.
+    for dir in ["/math/b1/v0", "/math/b1/v0/"] {
+        assert_eq!(
+            o.handle(&format!("/s/{t}{dir}"), None, None).await.status,
+            404,
+            "{dir}"
+        );
+    }
     // Missing, tampered, expired, foreign-prefix and unknown-key tokens.
     assert_eq!(o.handle("/math/b1/v0.m3u8", None, None).await.status, 403);
     let tampered = t.replacen('.', ".9", 1);

@@ -80,3 +80,21 @@ fn rotation_keeps_old_tokens_valid() {
         Err(SignError::UnknownKey("k1".into()))
     );
 }
+
+/// Issue 13, item 10: a prefix covers whole path segments, so `/math/b1` does not open `/math/b10`.
+#[test]
+fn a_prefix_covers_whole_path_segments_only() {
+    let k = keys("k1");
+    let t = k.sign_until("/math/b1", 2_000_000_000);
+    assert_eq!(k.verify(&t, "/math/b1", 0), Ok(()));
+    assert_eq!(k.verify(&t, "/math/b1/master.m3u8", 0), Ok(()));
+    assert!(matches!(
+        k.verify(&t, "/math/b10/master.m3u8", 0),
+        Err(SignError::WrongPrefix { .. })
+    ));
+    let slash = k.sign_until("/math/b1/", 2_000_000_000);
+    assert!(matches!(
+        k.verify(&slash, "/math/b10/master.m3u8", 0),
+        Err(SignError::WrongPrefix { .. })
+    ));
+}

@@ -763,6 +763,12 @@ impl Room {
             .participants
             .get_mut(&pid)
             .ok_or(SfuError::UnknownParticipant)?;
+        // Browsers without camera permission trickle mDNS host names (`….local`). An ICE-lite
+        // server learns the peer's address from its STUN checks and needs none of them.
+        if is_mdns_candidate(line) {
+            debug!(participant = %pid, "ignoring an mDNS ICE candidate");
+            return Ok(());
+        }
         let c = transport::parse_candidate(line)?;
         p.rtc.add_remote_candidate(c);
         Ok(())
@@ -944,5 +950,35 @@ fn request_keyframe(
         }
         SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
         Room::mark_dirty(participants, dirty, owner);
+    }
+}
+
+/// Whether an ICE candidate line names its address as an mDNS host name (`<uuid>.local`).
+fn is_mdns_candidate(line: &str) -> bool {
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+    line.trim()
+        .strip_prefix("a=")
+        .unwrap_or(line.trim())
+        .split_ascii_whitespace()
+        .nth(4)
+        .is_some_and(|a| a.to_ascii_lowercase().ends_with(".local"))
+}
+
+#[cfg(test)]
+mod mdns_tests {
+    use super::is_mdns_candidate;
+
+    #[test]
+    fn mdns_candidates_are_recognised() {
+        assert!(is_mdns_candidate(
+            "candidate:1 1 udp 2122260223 4b1e1f6c-0a6d-4c3e-9a53-2f1d4f6a1b2c.local 54400 typ host generation 0"
+        ));
+        assert!(is_mdns_candidate(
+            "a=candidate:1 1 UDP 2122260223 abc.LOCAL 9 typ host"
+        ));
+        assert!(!is_mdns_candidate(
+            "candidate:1 1 udp 2122260223 127.0.0.1 54400 typ host"
+        ));
+        assert!(!is_mdns_candidate("garbage"));
     }
 }

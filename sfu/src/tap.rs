@@ -36,6 +36,8 @@ pub struct TapFrame {
     pub keyframe: bool,
     /// Simulcast layer index (0 = lowest); a change means another RTP timestamp line.
     pub layer: u8,
+    /// The frame is of the publisher's highest configured layer (its full picture size).
+    pub top_layer: bool,
     /// Frames of this kind were lost before this one (consumer too slow, or loss upstream).
     pub gap: bool,
     pub data: Arc<[u8]>,
@@ -120,6 +122,7 @@ impl TapSink {
             rtp_time: data.time.numer() as u32,
             keyframe,
             layer: li as u8,
+            top_layer: li + 1 >= track.layers.len(),
             gap: self.gap[k] || (video && !data.contiguous),
             data: data.data.clone(),
         };

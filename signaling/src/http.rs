@@ -20,6 +20,8 @@ pub struct Session {
     pub room: String,
     pub participant: ParticipantId,
     pub identity: String,
+    /// `whip` or `whep`: the path it was created under (and may only be ended under).
+    pub kind: &'static str,
 }
 
 #[derive(Clone)]
@@ -83,7 +85,7 @@ impl AppState {
 }
 
 /// Request bodies above this are refused (SDP offers are a few KiB).
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
@@ -112,12 +114,12 @@ pub fn router(state: AppState) -> Router {
         .route("/whip/{room}", post(whip::whip_post))
         .route(
             "/whip/{room}/{session}",
-            axum::routing::delete(whip::session_delete).patch(whip::session_patch),
+            axum::routing::delete(whip::whip_delete).patch(whip::session_patch),
         )
         .route("/whep/{room}", post(whip::whep_post))
         .route(
             "/whep/{room}/{session}",
-            axum::routing::delete(whip::session_delete).patch(whip::session_patch),
+            axum::routing::delete(whip::whep_delete).patch(whip::session_patch),
         )
         .route("/api/rooms/{room}", get(room_info))
         .route("/api/broadcasts/{room}", get(broadcasts::broadcast))

@@ -1,7 +1,7 @@
 //! WHIP ingest and WHEP playback (RFC 9725 shape): POST an SDP offer with a bearer token,
 //! get `201 Created`, the answer and a `Location`; DELETE that location to end the session.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,12 @@ pub struct WhepQuery {
     pub quality: Option<String>,
 }
 
-fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+/// How long a client may take to send its offer once its token was accepted.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The SDP offer, read only after the token was checked (an unauthenticated client cannot hold
+/// a half-sent body open), within `BODY_TIMEOUT` and the router's body limit.
+async fn sdp_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -34,8 +39,24 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
     if !ctype.starts_with("application/sdp") {
         return Err(ApiError::UnsupportedMedia("application/sdp"));
     }
-    String::from_utf8(body.to_vec())
+    let bytes = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, crate::http::BODY_LIMIT),
+    )
+    .await
+    .map_err(|_| ApiError::BadRequest(format!("offer not received within {BODY_TIMEOUT:?}")))?
+    .map_err(|e| ApiError::TooLarge(format!("offer refused: {e}")))?;
+    String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::BadRequest("malformed SDP: not UTF-8".into()))
+}
+
+/// aula is ICE-lite with its one candidate in the answer and answers PATCH with 405, so the
+/// answer must not invite trickle (RFC 9725 section 4.3.1).
+fn without_trickle(answer: String) -> String {
+    answer
+        .split_inclusive('\n')
+        .filter(|l| !l.trim_end().eq_ignore_ascii_case("a=ice-options:trickle"))
+        .collect()
 }
 
 fn session_id() -> String {
@@ -48,7 +69,7 @@ pub async fn whip_post(
     Path(room): Path<String>,
     Query(q): Query<WhipQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let claims = s.bearer(&headers, &room)?;
     if !claims.grants.publish {
@@ -57,7 +78,7 @@ pub async fn whip_post(
     if let Some(p) = &q.profile {
         egress::ladder(p).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let sdp = sdp_body(&headers, &body)?;
+    let sdp = sdp_body(&headers, body).await?;
     let (r, pid) = start(
         &s,
         "whip",
@@ -86,7 +107,7 @@ pub async fn whep_post(
     Path(room): Path<String>,
     Query(q): Query<WhepQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let claims = s.bearer(&headers, &room)?;
     if !claims.grants.subscribe {
@@ -98,7 +119,7 @@ pub async fn whep_post(
             ApiError::BadRequest(format!("unknown quality {v:?} (low, medium, high)"))
         })?,
     };
-    let sdp = sdp_body(&headers, &body)?;
+    let sdp = sdp_body(&headers, body).await?;
     let (r, _) = start(
         &s,
         "whep",
@@ -116,7 +137,7 @@ pub async fn whep_post(
 #[allow(clippy::too_many_arguments)]
 async fn start(
     s: &AppState,
-    base: &str,
+    base: &'static str,
     room: String,
     identity: String,
     kind: PeerKind,
@@ -156,6 +177,7 @@ async fn start(
                 room: room.clone(),
                 participant: joined.participant,
                 identity: identity.clone(),
+                kind: base,
             },
         );
     }
@@ -172,7 +194,7 @@ async fn start(
         }
     });
     let location = format!("/{base}/{room}/{id}");
-    let mut r = (StatusCode::CREATED, answer).into_response();
+    let mut r = (StatusCode::CREATED, without_trickle(answer)).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -184,26 +206,52 @@ async fn start(
     Ok((r, joined.participant))
 }
 
-pub async fn session_delete(
+pub async fn whip_delete(
+    s: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    session_delete("whip", s, path, headers).await
+}
+
+pub async fn whep_delete(
+    s: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    session_delete("whep", s, path, headers).await
+}
+
+/// Ends a session for its own bearer (the identity that started it) or an admin: a viewer
+/// that learns a broadcaster's session id cannot end the broadcast.
+async fn session_delete(
+    base: &'static str,
     State(s): State<AppState>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.bearer(&headers, &room)?;
-    let session = s
-        .sessions
-        .lock()
-        .ok()
-        .and_then(|mut m| {
-            let hit = m.get(&id).is_some_and(|x| x.room == room);
-            if hit {
-                m.remove(&id)
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
-    info!(%room, identity = %session.identity, participant = %session.participant, "session ended by DELETE");
+    let claims = s.bearer(&headers, &room)?;
+    let session = {
+        let mut m = s
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Unavailable("session table unavailable".into()))?;
+        let Some(found) = m
+            .get(&id)
+            .filter(|x| x.room == room && x.kind == base)
+            .cloned()
+        else {
+            return Err(ApiError::NotFound("no such session".into()));
+        };
+        if found.identity != claims.sub && !claims.grants.admin {
+            return Err(ApiError::Forbidden(
+                "only the session's own identity (or an admin) may end it".into(),
+            ));
+        }
+        m.remove(&id);
+        found
+    };
+    info!(%room, identity = %session.identity, by = %claims.sub, participant = %session.participant, "session ended by DELETE");
     s.sfu.leave(session.participant);
     Ok(StatusCode::OK)
 }

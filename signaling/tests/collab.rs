@@ -205,3 +205,98 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
     drop((writer, reader, stalled));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An awareness message setting `(client, clock, json)` entries.
+fn awareness_msg(entries: &[(u64, u64, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    var(&mut body, entries.len() as u64);
+    for (client, clock, json) in entries {
+        var(&mut body, *client);
+        var(&mut body, *clock);
+        var(&mut body, json.len() as u64);
+        body.extend_from_slice(json.as_bytes());
+    }
+    let mut m = vec![1];
+    var(&mut m, body.len() as u64);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// The awareness states a newcomer is greeted with, by client id.
+async fn presence(collab: &Collab, room: &str) -> std::collections::HashMap<u64, String> {
+    let c = collab.join(room, false).await.expect("join");
+    let mut out = std::collections::HashMap::new();
+    for m in c.greeting() {
+        if let Ok(Message::Awareness(u)) = Message::decode_v1(&m) {
+            for (id, e) in u.clients {
+                out.insert(id.get(), e.json.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Issue 13, item 1: a clock of u32::MAX made yrs's `remove_state` overflow (a panic under the
+/// room lock) when its sender left, and every later client got an empty greeting and a 1011.
+#[tokio::test]
+async fn hostile_awareness_clock_cannot_poison_the_room() {
+    let (collab, dir) = service("aw-clock", CollabSettings::default());
+    let mut evil = collab.join("aw", false).await.expect("join");
+    let close = evil
+        .handle(&awareness_msg(&[(77, u64::from(u32::MAX), "{\"x\":1}")]))
+        .expect_err("refused");
+    assert_eq!(close.code, CLOSE_MALFORMED, "{close:?}");
+    drop(evil);
+    // The room still works: a writer edits, a newcomer is greeted and syncs it.
+    let mut w = collab.join("aw", true).await.expect("join");
+    w.handle(&update_msg(&Doc::new(), "still here"))
+        .expect("edit");
+    w.handle(&awareness_msg(&[(5, 1, "{\"user\":\"w\"}")]))
+        .expect("own presence");
+    let late = collab.join("aw", false).await.expect("join");
+    assert_eq!(late.greeting().len(), 2, "sync step 1 and awareness");
+    drop((w, late));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 13, item 7: presence belongs to the connection that set it; others' relays of it are
+/// dropped, not applied, and one connection cannot flood the room with fake presences.
+#[tokio::test]
+async fn hostile_awareness_ids_belong_to_their_connection() {
+    let (collab, dir) = service("aw-own", CollabSettings::default());
+    let mut ana = collab.join("own", true).await.expect("join");
+    let mut mal = collab.join("own", true).await.expect("join");
+    ana.handle(&awareness_msg(&[(11, 1, "{\"user\":\"ana\"}")]))
+        .expect("ana's presence");
+    // Taking it over (a higher clock) and erasing it (null) are both ignored.
+    mal.handle(&awareness_msg(&[(11, 9, "{\"user\":\"evil\"}")]))
+        .expect("ignored, not refused");
+    mal.handle(&awareness_msg(&[(11, 10, "null")]))
+        .expect("ignored, not refused");
+    let p = presence(&collab, "own").await;
+    assert_eq!(
+        p.get(&11).map(String::as_str),
+        Some("{\"user\":\"ana\"}"),
+        "{p:?}"
+    );
+    // Ana herself may change it.
+    ana.handle(&awareness_msg(&[(11, 2, "{\"user\":\"ana2\"}")]))
+        .expect("own update");
+    assert_eq!(
+        presence(&collab, "own").await.get(&11).map(String::as_str),
+        Some("{\"user\":\"ana2\"}")
+    );
+    // Thousands of fake presences from one connection close it.
+    let fakes: Vec<(u64, u64, &str)> = (1000..11_000).map(|i| (i, 1, "{}")).collect();
+    let close = mal.handle(&awareness_msg(&fakes)).expect_err("refused");
+    assert_eq!(close.code, CLOSE_MALFORMED, "{close:?}");
+    drop(mal);
+    let p = presence(&collab, "own").await;
+    assert!(
+        p.len() <= 2,
+        "no fake presence reached newcomers: {}",
+        p.len()
+    );
+    drop(ana);
+    let _ = std::fs::remove_dir_all(&dir);
+}

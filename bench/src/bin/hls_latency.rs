@@ -158,6 +158,7 @@ async fn main() -> Result<()> {
             rx,
             idle: Duration::from_secs(3),
             keyframe: None,
+            size: None,
         },
     )?;
     let ladder = egress::ladder(&a.profile)?;

@@ -75,6 +75,10 @@ test('tampered, expired, wrong-prefix, unknown-key and missing tokens get 403', 
   assert.equal((await get(`/s/${t}/history/b9/master.m3u8`)).status, 403, 'wrong prefix');
   assert.equal((await get(`/s/${t}/math/b1/../../x`)).status, 403, 'dot-dot');
   assert.equal((await get('/math/b1/master.m3u8')).status, 403, 'no token');
+  // A scope without a trailing slash covers whole segments only (issue 13, item 10).
+  const bare = sign('/math/b1');
+  assert.equal((await get(`/s/${bare}/math/b1/master.m3u8`)).status, 200, 'its own prefix');
+  assert.equal((await get(`/s/${bare}/math/b10/master.m3u8`)).status, 403, 'a longer sibling name');
 });
 
 test('rotation: a token signed with the previous key still verifies while that key is listed', async () => {

@@ -181,6 +181,8 @@ struct RoomState {
     clients: HashMap<u64, Slot>,
     /// When each awareness client last renewed its state.
     seen: HashMap<ClientID, Instant>,
+    /// Which connection set each awareness client id: only it may change or remove it.
+    owners: HashMap<ClientID, u64>,
     updates_since_snapshot: usize,
 }
 
@@ -317,8 +319,16 @@ impl Collab {
         let r = {
             let mut rooms = self.inner.rooms.lock().await;
             match rooms.get(room) {
-                Some(r) => r.clone(),
-                None => {
+                // A panic while the room was locked (a bug: client bytes are handled guarded)
+                // leaves its state unusable: reload it from its log rather than refuse everyone.
+                Some(r) if !r.state.is_poisoned() => r.clone(),
+                poisoned => {
+                    if poisoned.is_some() {
+                        warn!(
+                            room,
+                            "collab: room state poisoned; reloading it from its log"
+                        );
+                    }
                     let r = self.load(room).await?;
                     rooms.insert(room.to_string(), r.clone());
                     r
@@ -406,6 +416,7 @@ impl Collab {
                 awareness,
                 clients: HashMap::new(),
                 seen: HashMap::new(),
+                owners: HashMap::new(),
                 updates_since_snapshot: 0,
             }),
             log: log_tx,
@@ -475,6 +486,10 @@ fn state_since(doc: &yrs::Doc, sv: &StateVector) -> Result<Vec<u8>, String> {
 /// a clock near `u32::MAX` can only be hostile, and yrs overflows on it when it later merges
 /// pending updates.
 const MAX_CLOCK: u32 = 1 << 31;
+
+/// Client ids one connection may hold presence for (a y-websocket connection carries one
+/// document and so one client id; a few to spare for a page that recreates its Y.Doc).
+const MAX_AWARENESS_IDS: usize = 4;
 
 /// Refuses updates whose insertions or deletions reach past `MAX_CLOCK`.
 fn check_clocks(u: &Update) -> Result<(), String> {
@@ -647,10 +662,58 @@ impl Conn {
         Ok(())
     }
 
-    fn awareness(&self, u: AwarenessUpdate, raw: &[u8]) -> Result<(), Close> {
-        let ids: Vec<ClientID> = u.clients.keys().copied().collect();
+    fn awareness(&self, mut u: AwarenessUpdate, raw: &[u8]) -> Result<(), Close> {
         let mut st = self.lock()?;
-        st.awareness.apply_update(u).map_err(|e| {
+        let server_id = st.awareness.doc().client_id();
+        // Checked before yrs sees them: yrs adds 1 to a clock when a state is removed, and a
+        // clock of u32::MAX then panics while the room is locked.
+        if let Some((id, e)) = u
+            .clients
+            .iter()
+            .find(|(id, e)| e.clock > MAX_CLOCK || **id == server_id)
+        {
+            return Err(self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!(
+                    "awareness client {id} with clock {} is out of bounds",
+                    e.clock
+                ),
+            )));
+        }
+        // A connection speaks only for the client ids it set first. y-websocket clients relay
+        // states they heard from others: those are dropped quietly, not refused.
+        let before = u.clients.len();
+        let conn = self.id;
+        let owners = &st.owners;
+        u.clients.retain(|id, e| match owners.get(id) {
+            Some(owner) => *owner == conn,
+            None => e.json.as_ref() != "null",
+        });
+        let claimed: Vec<ClientID> = u
+            .clients
+            .keys()
+            .filter(|id| !st.owners.contains_key(id))
+            .copied()
+            .collect();
+        let owned = st.owners.values().filter(|o| **o == conn).count();
+        if owned + claimed.len() > MAX_AWARENESS_IDS {
+            return Err(self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("over {MAX_AWARENESS_IDS} awareness client ids on one connection"),
+            )));
+        }
+        if u.clients.is_empty() {
+            return Ok(());
+        }
+        let filtered = u.clients.len() < before;
+        let ids: Vec<ClientID> = u.clients.keys().copied().collect();
+        let out = if filtered {
+            encode(&Message::Awareness(u.clone()))
+        } else {
+            Bytes::copy_from_slice(raw)
+        };
+        let awareness = &mut st.awareness;
+        guarded(|| awareness.apply_update(u).map_err(|e| e.to_string())).map_err(|e| {
             self.bad(Close::new(
                 CLOSE_MALFORMED,
                 format!("awareness update refused: {e}"),
@@ -660,12 +723,15 @@ impl Conn {
         for id in &ids {
             st.seen.insert(*id, now);
         }
+        for id in &claimed {
+            st.owners.insert(*id, conn);
+        }
         if let Some(slot) = st.clients.get_mut(&self.id) {
             slot.awareness_ids.extend(ids);
         }
         // To everyone, the sender too (as the y-websocket server does: a lone client then still
         // hears from the server and does not reconnect after 30 s of silence).
-        broadcast(&self.service, &mut st, None, Bytes::copy_from_slice(raw));
+        broadcast(&self.service, &mut st, None, out);
         Ok(())
     }
 
@@ -719,6 +785,9 @@ impl Drop for Conn {
             };
             // Its presence goes with it, at once.
             let gone: Vec<ClientID> = slot.awareness_ids.into_iter().collect();
+            for id in &gone {
+                st.owners.remove(id);
+            }
             remove_awareness(&self.service, &mut st, &gone);
             st.clients.is_empty()
         };
@@ -736,7 +805,15 @@ fn remove_awareness(service: &Arc<Inner>, st: &mut RoomState, ids: &[ClientID]) 
         return;
     }
     for id in ids {
-        st.awareness.remove_state(*id);
+        // Clocks were checked on the way in; guarded all the same, so that no client state
+        // can panic while the room is locked (that would poison it for everyone).
+        let awareness = &mut st.awareness;
+        if let Err(e) = guarded(|| {
+            awareness.remove_state(*id);
+            Ok(())
+        }) {
+            warn!(client = %id, error = %e, "collab: cannot remove an awareness state");
+        }
         st.seen.remove(id);
     }
     if let Ok(u) = st.awareness.update_with_clients(ids.iter().copied()) {

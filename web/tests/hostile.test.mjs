@@ -1,0 +1,133 @@
+// Hostile clients with ordinary tokens (issue 13): each attack is refused or made harmless, and
+// the room goes on for honest clients. No browser: raw HTTP, WebSocket and y-protocols bytes.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as Y from 'yjs';
+import { WebsocketProvider } from 'y-websocket';
+import WebSocket from 'ws';
+import { AULA, startServer, waitFor, sleep } from './helpers.mjs';
+
+let server;
+before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); });
+after(async () => {
+  if (process.env.AULA_TEST_LOGS) (await import('node:fs')).writeFileSync(`${process.env.AULA_TEST_LOGS}/hostile-serve.log`, server.logs());
+  await server?.stop();
+});
+
+// A WHIP offer str0m answers (Opus, sendonly): a real session, without a browser.
+const OFFER = [
+  'v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0',
+  'a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF',
+  'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0', 'a=mid:0', 'a=sendonly', 'a=ice-ufrag:abcd', 'a=ice-pwd:abcdefghijklmnopqrstuvwx',
+  'a=setup:actpass', 'a=rtcp-mux', 'a=rtpmap:111 opus/48000/2', 'a=ssrc:1234 cname:x', '',
+].join('\r\n');
+
+async function post(path, token, body = OFFER) {
+  const r = await fetch(`${server.base}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` }, body });
+  return { status: r.status, location: r.headers.get('location'), text: await r.text() };
+}
+const del = async (path, token) => (await fetch(`${server.base}${path}`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } })).status;
+
+test('item 6: a WHIP session ends only by its own identity or an admin', async () => {
+  const room = 'own';
+  const creator = server.token(room, 'creator', ['--publish']);
+  const s = await post(`/whip/${room}`, creator);
+  assert.equal(s.status, 201, s.text);
+  assert.doesNotMatch(s.text, /ice-options:trickle/, 'no trickle offered where PATCH is 405');
+  const id = s.location.split('/').pop();
+  const viewer = server.token(room, 'viewer', []);
+  assert.equal(await del(`/whip/${room}/${id}`, viewer), 403, 'a viewer cannot end the broadcast');
+  assert.equal(await del(`/whep/${room}/${id}`, viewer), 404, 'nor through the WHEP path');
+  assert.equal(await del(`/whep/${room}/${id}`, creator), 404, 'a WHIP session is not a WHEP one');
+  assert.equal(await del(`/whip/${room}/${id}`, creator), 200, 'its own bearer ends it');
+  const again = await post(`/whip/${room}`, creator);
+  const id2 = again.location.split('/').pop();
+  assert.equal(await del(`/whip/${room}/${id2}`, server.token(room, 'ops', ['--admin'])), 200, 'an admin may');
+});
+
+test('item 8: request bytes and identities cannot forge log lines', async () => {
+  await fetch(`${server.base}/assets/x%0AINFO%20forged-asset-line%1B%5B2J`);
+  const odd = 'eve\nINFO forged-identity-line';
+  const token = execFileSync(AULA, ['token', '--room', 'logs', '--identity', odd, '--publish', '--ttl', '1h'], { env: server.env }).toString().trim();
+  const s = await post('/whip/logs', token);
+  assert.equal(s.status, 201, s.text);
+  await sleep(300);
+  const lines = server.logs().split('\n');
+  assert.ok(!lines.some((l) => /^\s*INFO forged/.test(l) || l.startsWith('forged')), 'no line begins with forged text');
+  assert.ok(!server.logs().includes('\u001b'), 'no raw ESC in the log');
+  assert.ok(lines.some((l) => l.includes('eve\\nINFO forged-identity-line')), 'the identity is logged, escaped');
+});
+
+test('item 1: an awareness clock of 2^32-1 is refused and the document keeps working', async () => {
+  const room = 'awclock';
+  const url = `${server.base.replace('http', 'ws')}/collab/${room}?token=${server.token(room, 'ro', [])}`;
+  const evil = new WebSocket(url);
+  await new Promise((r, j) => { evil.on('open', r); evil.on('error', j); });
+  const closed = new Promise((r) => evil.on('close', (code) => r(code)));
+  // messageAwareness, a 10-byte payload: one client (7), clock 0xffffffff, state "{}".
+  evil.send(Buffer.from([1, 10, 1, 7, 0xff, 0xff, 0xff, 0xff, 0x0f, 2, 0x7b, 0x7d]));
+  assert.equal(await closed, 4400, 'closed as malformed');
+  // Honest editors still sync, edit and see each other's presence.
+  const mk = (who) => {
+    const doc = new Y.Doc();
+    const p = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, doc, {
+      WebSocketPolyfill: WebSocket, params: { token: server.token(room, who, ['--publish-data']) }, disableBc: true,
+    });
+    p.awareness.setLocalStateField('user', who);
+    return { doc, p };
+  };
+  const a = mk('ana'); const b = mk('ben');
+  try {
+    await waitFor(() => a.p.synced && b.p.synced, 15_000, 'both synced');
+    a.doc.getText('code').insert(0, 'hello');
+    await waitFor(() => b.doc.getText('code').toString() === 'hello', 10_000, 'the edit arrives');
+    await waitFor(() => [...b.p.awareness.getStates().values()].some((s) => s.user === 'ana'), 10_000, 'presence arrives');
+  } finally { a.p.destroy(); b.p.destroy(); }
+});
+
+test('item 7: one connection cannot erase another client\'s presence', async () => {
+  const room = 'awown';
+  const doc = new Y.Doc();
+  const ana = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, doc, {
+    WebSocketPolyfill: WebSocket, params: { token: server.token(room, 'ana', ['--publish-data']) }, disableBc: true,
+  });
+  ana.awareness.setLocalStateField('user', 'ana');
+  const obs = new Y.Doc();
+  const watcher = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, obs, {
+    WebSocketPolyfill: WebSocket, params: { token: server.token(room, 'obs', []) }, disableBc: true,
+  });
+  try {
+    await waitFor(() => [...watcher.awareness.getStates().values()].some((s) => s.user === 'ana'), 10_000, 'ana present');
+    const evil = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}?token=${server.token(room, 'mal', [])}`);
+    await new Promise((r, j) => { evil.on('open', r); evil.on('error', j); });
+    // Ana's client id, a higher clock, state null: "ana left".
+    const varint = (out, n) => { while (n >= 0x80) { out.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80); } out.push(n); };
+    const body = [];
+    varint(body, 1); varint(body, doc.clientID); varint(body, 1000); varint(body, 4); body.push(...Buffer.from('null'));
+    const msg = [1];
+    varint(msg, body.length);
+    evil.send(Buffer.from([...msg, ...body]));
+    await sleep(1000);
+    assert.ok([...watcher.awareness.getStates().values()].some((s) => s.user === 'ana'), 'ana is still present');
+    evil.close();
+  } finally { ana.destroy(); watcher.destroy(); }
+});
+
+test('issue 15: mDNS ICE candidates are accepted quietly, never counted as bad messages', async () => {
+  const room = 'mdns';
+  const ws = new WebSocket(`${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'student', [])}`);
+  const msgs = [];
+  let closeCode = null;
+  ws.on('message', (d) => msgs.push(JSON.parse(d.toString())));
+  ws.on('close', (c) => { closeCode = c; });
+  await waitFor(() => msgs.some((m) => m.type === 'joined'), 10_000, 'joined');
+  for (let i = 0; i < 40; i++) {
+    ws.send(JSON.stringify({ type: 'candidate', candidate: `candidate:${i} 1 udp 2122260223 ${crypto.randomUUID()}.local ${50000 + i} typ host generation 0` }));
+  }
+  ws.send(JSON.stringify({ type: 'ping' }));
+  await waitFor(() => msgs.some((m) => m.type === 'pong'), 10_000, 'pong');
+  assert.equal(closeCode, null, 'still open');
+  assert.deepEqual(msgs.filter((m) => m.type === 'error'), [], 'no error for an mDNS candidate');
+  ws.close();
+});
