@@ -29,6 +29,12 @@ pub struct Config {
 #[serde(default)]
 pub struct Http {
     pub bind: SocketAddr,
+    /// Seconds a client has to send a request head (and, between requests, the next one).
+    pub header_timeout_s: u64,
+    /// Open connections at once, WebSockets included.
+    pub max_connections: usize,
+    /// Connections from one address that have not sent a complete request yet.
+    pub max_pending_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +144,9 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_timeout_s: 10,
+            max_connections: 20_000,
+            max_pending_per_ip: 64,
         }
     }
 }

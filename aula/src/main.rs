@@ -2,10 +2,12 @@
 
 mod config;
 mod egress_cmd;
+mod http_serve;
 mod ladder_cmd;
 mod log_writer;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -223,23 +225,23 @@ fn serve(cfg: Config) -> Result<()> {
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
             .with_collab(collab.clone());
+        let refusals = Arc::new(http_serve::Refusals::default());
+        let state = {
+            let r = refusals.clone();
+            let mut state = state;
+            state.extra_metrics = Some(Arc::new(move |out: &mut String| r.render(out)));
+            state
+        };
         let app = signaling::router(state);
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            // Small messages (collab updates, signaling, LL-HLS playlist answers) go out as
-            // written: the writers batch on their own, and Nagle + delayed ACK would hold them.
-            use axum::serve::ListenerExt as _;
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopping.await;
-                })
-                .await
-        });
+        let limits = http_serve::Limits {
+            header_timeout: Duration::from_secs(cfg.http.header_timeout_s.max(1)),
+            max_connections: cfg.http.max_connections.max(1),
+            max_pending_per_ip: cfg.http.max_pending_per_ip.max(1),
+        };
+        let server = tokio::spawn(http_serve::serve(listener, app, limits, refusals, async {
+            let _ = stopping.await;
+        }));
         let _ = tokio::signal::ctrl_c().await;
         info!("shutting down: finishing egress jobs");
         // Running broadcasts are finalised (VOD playlists written) before the process ends.
@@ -247,9 +249,8 @@ fn serve(cfg: Config) -> Result<()> {
         let _ = stopping_tx.send(());
         // Players keep connections open (blocking reloads, keep-alive): do not wait for them long.
         let served = match tokio::time::timeout(Duration::from_secs(3), server).await {
-            Ok(Ok(r)) => r.context("HTTP server failed"),
+            Ok(Ok(())) | Err(_) => Ok(()),
             Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server task: {e}")),
-            Err(_) => Ok(()),
         };
         // Document logs synced and the collab journal emptied: nothing to replay next start.
         if tokio::time::timeout(Duration::from_secs(10), collab.flush())

@@ -24,6 +24,9 @@ pub struct Session {
     pub kind: &'static str,
 }
 
+/// Writes a layer's metrics in Prometheus text.
+pub type MetricsWriter = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub sfu: SfuHandle,
@@ -37,6 +40,8 @@ pub struct AppState {
     pub public_broadcasts: bool,
     /// Rooms' shared documents (`/collab/{room}`).
     pub collab: Option<crate::collab::Collab>,
+    /// Metrics of the layers around the router (the accept loop's refusals).
+    pub extra_metrics: Option<MetricsWriter>,
 }
 
 impl AppState {
@@ -49,6 +54,7 @@ impl AppState {
             egress: None,
             public_broadcasts: false,
             collab: None,
+            extra_metrics: None,
         }
     }
 
@@ -144,6 +150,9 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> imp
     }
     if let Some(c) = &s.collab {
         c.render_metrics(&mut out);
+    }
+    if let Some(f) = &s.extra_metrics {
+        f(&mut out);
     }
     let sessions = s.sessions.lock().map(|m| m.len()).unwrap_or(0);
     out.push_str(&format!(

@@ -131,3 +131,32 @@ test('issue 15: mDNS ICE candidates are accepted quietly, never counted as bad m
   assert.deepEqual(msgs.filter((m) => m.type === 'error'), [], 'no error for an mDNS candidate');
   ws.close();
 });
+
+test('item 3: slowloris connections are capped per address and closed at the header deadline', async () => {
+  const net = await import('node:net');
+  const s = await startServer({ AULA_HTTP__HEADER_TIMEOUT_S: '2' });
+  try {
+    const { port } = new URL(s.base);
+    const socks = [];
+    let closed = 0;
+    for (let i = 0; i < 200; i++) {
+      const c = net.connect({ port: Number(port), host: '127.0.0.1' });
+      c.on('error', () => {});
+      c.on('close', () => { closed++; });
+      c.on('connect', () => c.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: '));
+      socks.push(c);
+    }
+    // Over the per-address cap (64 unfinished requests) the rest are closed at once.
+    await waitFor(() => closed >= 200 - 64, 5_000, `refused over the cap (${closed} closed)`);
+    // An honest client from another address is served meanwhile.
+    const http = await import('node:http');
+    const status = await new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: Number(port), path: '/healthz', localAddress: '127.0.0.2' }, (r) => { r.resume(); resolve(r.statusCode); }).on('error', reject);
+    });
+    assert.equal(status, 200);
+    // The held ones go at the 2 s header deadline.
+    await waitFor(() => closed === 200, 10_000, `all closed (${closed})`);
+    const metrics = await (await fetch(`${s.base}/metrics`)).text();
+    assert.match(metrics, /aula_http_refused_total\{cap="max_pending_per_ip"\} [1-9]/);
+  } finally { await s.stop(); }
+});

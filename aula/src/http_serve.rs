@@ -1,0 +1,217 @@
+//! The HTTP accept loop: hyper's HTTP/1.1 with upgrades (WebSockets) behind caps that keep a
+//! flood of idle or half-sent connections from holding the server: a deadline for each request
+//! head (and so for an idle keep-alive connection), a cap on open connections, and a cap per
+//! client address on connections that have not yet sent a complete request.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt as _;
+use tracing::{debug, warn};
+
+/// `http.*` limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request head (or, between requests, the next one) must arrive within this.
+    pub header_timeout: Duration,
+    /// Open connections at once (WebSockets included); more are closed at accept.
+    pub max_connections: usize,
+    /// Connections from one address that have not sent a complete request yet.
+    pub max_pending_per_ip: usize,
+}
+
+/// Connections refused by a cap, for `/metrics`.
+#[derive(Default)]
+pub struct Refusals {
+    pub over_total: AtomicU64,
+    pub over_pending: AtomicU64,
+}
+
+impl Refusals {
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "# TYPE aula_http_refused_total counter\n\
+             aula_http_refused_total{{cap=\"max_connections\"}} {}\n\
+             aula_http_refused_total{{cap=\"max_pending_per_ip\"}} {}\n",
+            self.over_total.load(Ordering::Relaxed),
+            self.over_pending.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// One address's count of connections without a first request; the slot goes with the first
+/// request or the connection, whichever comes first.
+struct PendingSlot {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PendingSlot {
+    fn take(table: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<Self> {
+        let mut t = table.lock().ok()?;
+        let n = t.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(n) = t.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` fires; open connections are then asked to close
+/// after their current request.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    refusals: Arc<Refusals>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let pending = Arc::new(Mutex::new(HashMap::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refusals.over_total.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "connection refused: http.max_connections reached");
+            continue;
+        };
+        let Some(slot) = PendingSlot::take(&pending, peer.ip(), limits.max_pending_per_ip) else {
+            refusals.over_pending.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "connection refused: too many unfinished requests from this address");
+            continue;
+        };
+        // Small messages (collab updates, signaling, LL-HLS playlist answers) go out as
+        // written: the writers batch on their own, and Nagle + delayed ACK would hold them.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let slot = Mutex::new(Some(slot));
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            if let Ok(mut s) = slot.lock() {
+                s.take();
+            }
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut stop_rx = stop_rx.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(
+                    TokioIo::new(Counted {
+                        tcp,
+                        _permit: permit,
+                    }),
+                    svc,
+                )
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop_rx.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+}
+
+/// A connection holding its place under `max_connections` for as long as its socket lives: an
+/// upgraded WebSocket takes the socket along, and so the place.
+struct Counted {
+    tcp: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
