@@ -1,5 +1,5 @@
 // Go live from the browser: camera + mic over WHIP (simulcast q/h/f), with status and bitrate.
-import { $, log, params, preferCodec, room, SIMULCAST, token } from '/assets/common.js';
+import { $, log, params, preferCodec, room, simulcastFor, token } from '/assets/common.js';
 
 let pc, stream, resource, timer, lastBytes = 0, lastAt = 0;
 const state = { status: 'idle', kbps: 0, error: null };
@@ -23,7 +23,7 @@ async function goLive() {
   state.pc = pc;
   const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
     direction: 'sendonly', streams: [stream],
-    sendEncodings: params.get('simulcast') === '0' ? undefined : SIMULCAST,
+    sendEncodings: params.get('simulcast') === '0' ? undefined : simulcastFor(stream.getVideoTracks()[0].getSettings().height),
   });
   preferCodec(vt, params.get('codec'));
   pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });

@@ -27,6 +27,16 @@ export const SIMULCAST = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
 ];
 
+// The simulcast layers Chrome will really send for a capture `height` high: libwebrtc sends
+// at most 3 layers from 540p up, 2 from 270p, 1 below, and drops the last-listed (full-size)
+// ones (seen at 640x360: `f` never sent, so viewers and the HLS ladder got 320x180 at best).
+// Listing only what it sends keeps the full picture as the top layer.
+export function simulcastFor(height) {
+  if (!height || height >= 540) return SIMULCAST;
+  if (height >= 270) return SIMULCAST.slice(1);
+  return undefined;
+}
+
 // Prefer one video codec ('vp8' or 'h264') in a transceiver's offer.
 export function preferCodec(transceiver, name) {
   if (!name || !RTCRtpReceiver.getCapabilities) return;

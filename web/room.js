@@ -1,6 +1,6 @@
 // Live room client: publishes camera (simulcast) + mic, receives everyone else, chat over a
 // data channel, signaling over /rtc/{room}.
-import { $, log, params, preferCodec, room, SIMULCAST, token, wsUrl } from '/assets/common.js';
+import { $, log, params, preferCodec, room, simulcastFor, token, wsUrl } from '/assets/common.js';
 
 const tiles = new Map(); // participant id -> { el, video, stream, name }
 const mids = new Map(); // mid -> { track, participant }
@@ -111,6 +111,8 @@ async function onMessage(m) {
       window.aulaRoom.errors.push(m.message);
       break;
     case 'closed':
+      // Ended by the server (removed, or replaced by the same identity elsewhere): no resume.
+      leaving = true;
       $('#status').textContent = `closed: ${m.reason}`;
       break;
   }
@@ -130,7 +132,7 @@ async function start() {
   self.video.muted = true;
   const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
     direction: 'sendonly', streams: [stream],
-    sendEncodings: params.get('simulcast') === '0' ? undefined : SIMULCAST,
+    sendEncodings: params.get('simulcast') === '0' ? undefined : simulcastFor(stream.getVideoTracks()[0].getSettings().height),
   });
   preferCodec(vt, params.get('codec'));
   videoSender = vt.sender;

@@ -142,6 +142,7 @@ impl Source {
                                     }
                                     _ => None,
                                 };
+                                tracing::debug!(layer = f.layer, top = f.top_layer, size = ?s, "egress: source keyframe");
                                 if let Some(s) = s {
                                     let area =
                                         |s: FrameSize| u64::from(s.width) * u64::from(s.height);

@@ -152,10 +152,23 @@ impl Sfu {
     }
 
     pub fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Joined, SfuError> {
+        // One room connection and one WHIP publisher per identity, as LiveKit does: a second
+        // join replaces the first, so one token cannot fill a room. WHEP viewers may share an
+        // identity (a public watch link), and are capped by the room size only.
+        let replaced = (req.kind != PeerKind::Whep)
+            .then(|| self.rooms.get(&req.room))
+            .flatten()
+            .and_then(|r| {
+                r.participants
+                    .values()
+                    .find(|p| p.identity == req.identity && p.kind == req.kind)
+                    .map(|p| p.id)
+            });
         let present = self
             .rooms
             .get(&req.room)
-            .map_or(0, |r| r.participants.len());
+            .map_or(0, |r| r.participants.len())
+            - usize::from(replaced.is_some());
         if present >= self.config.max_participants_per_room {
             return Err(SfuError::RoomFull(present));
         }
@@ -184,6 +197,14 @@ impl Sfu {
             }
         };
         self.next_participant += 1;
+        if let Some(old) = replaced {
+            info!(room = %req.room, identity = %req.identity, participant = %old, "replaced by a new connection of the same identity");
+            self.remove(
+                now,
+                old,
+                Leave::Ended("replaced: the same identity joined again elsewhere"),
+            )?;
+        }
         let room = self
             .rooms
             .entry(req.room.clone())

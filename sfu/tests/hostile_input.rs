@@ -185,3 +185,36 @@ fn random_text_never_panics_the_offer_inspector() {
         let _ = inspect_offer(&format!("v=0\n{s}"));
     }
 }
+
+/// Issue 13, item 5: a second room join or WHIP publish with the same identity replaces the
+/// first (one token cannot fill a room); WHEP viewers may share an identity.
+#[test]
+fn a_second_join_with_the_same_identity_replaces_the_first() {
+    let mut w = World::new();
+    let first = w.room_publisher("ana", false);
+    let pub1 = w.whip_publisher("cam", false);
+    w.run(Duration::from_secs(1));
+    let second = w.room_publisher("ana", false);
+    let pub2 = w.whip_publisher("cam", false);
+    let v1 = w.whep_viewer("viewer", Quality::High);
+    let v2 = w.whep_viewer("viewer", Quality::High);
+    w.run(Duration::from_secs(2));
+    for old in [first, pub1] {
+        assert!(
+            w.signals_for(old).iter().any(|s| matches!(
+                s,
+                sfu::Signal::Closed { reason } if reason.contains("replaced")
+            )),
+            "the first connection is told why it ends"
+        );
+    }
+    let people = w.sfu.room_participants("r");
+    assert_eq!(people.len(), 4, "ana, cam and two viewers: {people:?}");
+    for i in [second, pub2, v1, v2] {
+        let pid = w.pid(i);
+        assert!(people.iter().any(|p| p.id == pid), "{i} stays");
+    }
+    // The new publisher's media reaches a viewer.
+    w.run(Duration::from_secs(3));
+    assert!(!w.client(v1).video_frames().is_empty());
+}

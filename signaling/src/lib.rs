@@ -6,6 +6,7 @@ pub mod collab;
 mod error;
 mod http;
 mod pages;
+pub mod rate;
 mod rtc_ws;
 pub mod token;
 mod whip;

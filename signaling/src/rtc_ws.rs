@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -24,6 +24,13 @@ use crate::token::Claims;
 const MAX_MESSAGE: usize = 64 * 1024;
 /// A client that breaks the protocol this often is disconnected.
 const MAX_ERRORS: u32 = 20;
+/// Frames per second a room client may send, sustained, and at once (a browser sends a few per
+/// second: candidates, layer choices, pings).
+const MESSAGES_PER_S: u32 = 50;
+const MESSAGE_BURST: u32 = 400;
+/// Offers (first offers, re-offers, ICE restarts) per second, and at once.
+const OFFERS_PER_S: u32 = 2;
+const OFFER_BURST: u32 = 10;
 
 /// How long a room client whose WebSocket dropped keeps its place (and media) for a resume.
 pub const RESUME_GRACE: Duration = Duration::from_secs(10);
@@ -262,9 +269,19 @@ async fn run(
 ) -> End {
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
+    let now = std::time::Instant::now();
+    // Every frame is charged (control frames too: each ping is answered); offers have their
+    // own, tighter bucket because each costs an SDP negotiation in the media thread.
+    let mut frames = crate::rate::TokenBucket::new(MESSAGES_PER_S, MESSAGE_BURST, now);
+    let mut offers = crate::rate::TokenBucket::new(OFFERS_PER_S, OFFER_BURST, now);
     loop {
         tokio::select! {
             msg = rx.next() => {
+                if matches!(msg, Some(Ok(_))) && !frames.take(std::time::Instant::now()) {
+                    warn!(participant = %pid, "signaling: over {MESSAGES_PER_S} messages per second; closing");
+                    crate::ws_io::close_and_drain(tx, rx, 4429, &format!("over {MESSAGES_PER_S} messages per second")).await;
+                    return End::Left;
+                }
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) => return End::Left,
@@ -280,7 +297,7 @@ async fn run(
                         return End::Dropped;
                     }
                 };
-                match handle(s, pid, &text).await {
+                match handle(s, pid, &text, &mut offers).await {
                     Ok(Some(reply)) => {
                         if reply["type"] == "error" {
                             errors += 1;
@@ -294,7 +311,7 @@ async fn run(
                     Err(Leave) => return End::Left,
                 }
                 if errors > MAX_ERRORS {
-                    let _ = tx.send(Message::Close(Some(CloseFrame { code: 4400, reason: "too many bad messages".into() }))).await;
+                    crate::ws_io::close_and_drain(tx, rx, 4400, "too many bad messages").await;
                     return End::Left;
                 }
             }
@@ -349,11 +366,17 @@ async fn handle(
     s: &AppState,
     pid: sfu::ParticipantId,
     text: &str,
+    offers: &mut crate::rate::TokenBucket,
 ) -> Result<Option<serde_json::Value>, Leave> {
     let msg = match serde_json::from_str::<ClientMsg>(text) {
         Ok(m) => m,
         Err(e) => return Ok(Some(error_msg(&format!("malformed message: {e}")))),
     };
+    if matches!(msg, ClientMsg::Offer { .. }) && !offers.take(std::time::Instant::now()) {
+        return Ok(Some(error_msg(&format!(
+            "over {OFFERS_PER_S} offers per second (burst {OFFER_BURST}): this one is ignored"
+        ))));
+    }
     let r = match msg {
         ClientMsg::Offer { sdp } => s
             .sfu

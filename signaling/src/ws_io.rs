@@ -1,13 +1,18 @@
 //! Settings and error triage shared by aula's WebSocket endpoints (room signaling, collab,
 //! teacher view).
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use futures_util::{SinkExt as _, StreamExt as _};
 
 /// tungstenite zero-fills its whole read buffer before every read attempt (tungstenite-rs
 /// issue #547), and a session polls its socket each time it writes: with the 128 KiB default
 /// that memset was 23% of the server's CPU in the collab bench. Messages here are small; a
 /// large one still arrives, in more reads.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// WebSocket pings a client may send per second, and at once: each is answered with a pong.
+pub const PINGS_PER_S: u32 = 5;
+pub const PING_BURST: u32 = 50;
 
 pub(crate) fn tuned(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.read_buffer_size(READ_BUFFER)
@@ -32,4 +37,36 @@ pub(crate) fn is_disconnect(e: &axum::Error) -> bool {
         cur = err.source();
     }
     false
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// A close frame with `reason` cut to the 123 bytes a close frame can carry (with the code, 125).
+pub(crate) fn close_frame(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].to_string().into(),
+    }))
+}
+
+/// Sends the close frame, then reads (and ignores) what the client still sends until it answers
+/// the close: dropping the socket with unread data would reset the connection and the client
+/// would see 1006 instead of the reason.
+pub(crate) async fn close_and_drain(tx: &mut Sink, rx: &mut Stream, code: u16, reason: &str) {
+    if tx.send(close_frame(code, reason)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -83,7 +83,10 @@ test('item 1: an awareness clock of 2^32-1 is refused and the document keeps wor
     a.doc.getText('code').insert(0, 'hello');
     await waitFor(() => b.doc.getText('code').toString() === 'hello', 10_000, 'the edit arrives');
     await waitFor(() => [...b.p.awareness.getStates().values()].some((s) => s.user === 'ana'), 10_000, 'presence arrives');
-  } finally { a.p.destroy(); b.p.destroy(); }
+  } finally {
+    // The Y.Doc too: its awareness holds an interval timer that keeps the process alive.
+    for (const c of [a, b]) { c.p.destroy(); c.doc.destroy(); }
+  }
 });
 
 test('item 7: one connection cannot erase another client\'s presence', async () => {
@@ -111,7 +114,7 @@ test('item 7: one connection cannot erase another client\'s presence', async () 
     await sleep(1000);
     assert.ok([...watcher.awareness.getStates().values()].some((s) => s.user === 'ana'), 'ana is still present');
     evil.close();
-  } finally { ana.destroy(); watcher.destroy(); }
+  } finally { ana.destroy(); watcher.destroy(); doc.destroy(); obs.destroy(); }
 });
 
 test('issue 15: mDNS ICE candidates are accepted quietly, never counted as bad messages', async () => {
@@ -159,4 +162,57 @@ test('item 3: slowloris connections are capped per address and closed at the hea
     const metrics = await (await fetch(`${s.base}/metrics`)).text();
     assert.match(metrics, /aula_http_refused_total\{cap="max_pending_per_ip"\} [1-9]/);
   } finally { await s.stop(); }
+});
+
+test('item 9: WebSocket ping floods and re-offer floods are rate limited', async () => {
+  // Room signaling: offers beyond 2/s (burst 10) are refused with a reason, and the flood
+  // then closes the socket as bad messages.
+  const room = 'floods';
+  const ws = new WebSocket(`${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'flooder', [])}`);
+  const msgs = [];
+  const closed = new Promise((r) => ws.on('close', (code) => r(code)));
+  ws.on('message', (d) => msgs.push(JSON.parse(d.toString())));
+  await waitFor(() => msgs.some((m) => m.type === 'joined'), 10_000, 'joined');
+  for (let i = 0; i < 60; i++) ws.send(JSON.stringify({ type: 'offer', sdp: OFFER }));
+  assert.equal(await closed, 4400);
+  assert.ok(msgs.some((m) => m.type === 'error' && /offers per second/.test(m.message)), JSON.stringify(msgs.slice(-3)));
+  // Pings: a flood closes with 4429, on the room socket and on the collab socket.
+  for (const url of [
+    `${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'pinger', [])}`,
+    `${server.base.replace('http', 'ws')}/collab/${room}?token=${server.token(room, 'pinger2', [])}`,
+  ]) {
+    const p = new WebSocket(url);
+    await new Promise((r, j) => { p.on('open', r); p.on('error', j); });
+    const c = new Promise((r) => p.on('close', (code) => r(code)));
+    for (let i = 0; i < 3000 && p.readyState === WebSocket.OPEN; i++) p.ping();
+    assert.equal(await c, 4429, url);
+  }
+  // The server still serves a newcomer at once.
+  const ok = new WebSocket(`${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'honest', [])}`);
+  const got = [];
+  ok.on('message', (d) => got.push(JSON.parse(d.toString())));
+  await waitFor(() => got.some((m) => m.type === 'joined'), 10_000, 'honest client joined');
+  ok.close();
+});
+
+test('item 5: one identity holds one WHIP session and one room seat; a new one replaces the old', async () => {
+  const room = 'seats';
+  const token = server.token(room, 'cam', ['--publish']);
+  for (let i = 0; i < 30; i++) assert.equal((await post(`/whip/${room}`, token)).status, 201);
+  const info = await (await fetch(`${server.base}/api/rooms/${room}`, { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(info.participants.length, 1, JSON.stringify(info.participants));
+  // Room joins: the first socket is told it was replaced, the second stays.
+  const url = `${server.base.replace('http', 'ws')}/rtc/${room}?token=${server.token(room, 'ana', [])}`;
+  const first = new WebSocket(url);
+  const firstMsgs = [];
+  first.on('message', (d) => firstMsgs.push(JSON.parse(d.toString())));
+  await waitFor(() => firstMsgs.some((m) => m.type === 'joined'), 10_000, 'first joined');
+  const second = new WebSocket(url);
+  const secondMsgs = [];
+  second.on('message', (d) => secondMsgs.push(JSON.parse(d.toString())));
+  await waitFor(() => secondMsgs.some((m) => m.type === 'joined'), 10_000, 'second joined');
+  await waitFor(() => firstMsgs.some((m) => m.type === 'closed' && /replaced/.test(m.reason)), 10_000, 'first replaced');
+  const after = await (await fetch(`${server.base}/api/rooms/${room}`, { headers: { Authorization: `Bearer ${token}` } })).json();
+  assert.equal(after.participants.filter((p) => p.identity === 'ana').length, 1);
+  second.close();
 });

@@ -270,8 +270,7 @@ pub struct Conn {
     rx: mpsc::Receiver<Queued>,
     kicked: Arc<(AtomicBool, Notify)>,
     can_write: bool,
-    tokens: f64,
-    refilled: Instant,
+    rate: crate::rate::TokenBucket,
     warned_readonly: bool,
 }
 
@@ -355,8 +354,11 @@ impl Collab {
             rx,
             kicked,
             can_write,
-            tokens: f64::from(self.inner.settings.burst),
-            refilled: Instant::now(),
+            rate: crate::rate::TokenBucket::new(
+                self.inner.settings.rate_per_s,
+                self.inner.settings.burst,
+                Instant::now(),
+            ),
             warned_readonly: false,
         })
     }
@@ -553,18 +555,12 @@ impl Conn {
                 ),
             )));
         }
-        let now = Instant::now();
-        self.tokens = (self.tokens
-            + now.duration_since(self.refilled).as_secs_f64() * f64::from(s.rate_per_s))
-        .min(f64::from(s.burst));
-        self.refilled = now;
-        if self.tokens < 1.0 {
+        if !self.rate.take(Instant::now()) {
             return Err(self.bad(Close::new(
                 CLOSE_RATE,
                 format!("over {} messages per second", s.rate_per_s),
             )));
         }
-        self.tokens -= 1.0;
         let msg = guarded(|| Message::decode_v1(data).map_err(|e| e.to_string())).map_err(|e| {
             self.bad(Close::new(
                 CLOSE_MALFORMED,

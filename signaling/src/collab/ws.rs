@@ -5,7 +5,7 @@
 //! assessment answer): their room token opens it, and admins' do; the teacher view
 //! (`teacher.rs`) follows all of them.
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -86,6 +86,12 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
             return;
         }
     };
+    // Control frames cost an answer each (tungstenite pongs every ping): charged apart.
+    let mut pings = crate::rate::TokenBucket::new(
+        crate::ws_io::PINGS_PER_S,
+        crate::ws_io::PING_BURST,
+        std::time::Instant::now(),
+    );
     for m in conn.greeting() {
         if tx.send(WsMessage::Binary(m)).await.is_err() {
             return;
@@ -100,7 +106,14 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
                         let c = Close { code: CLOSE_MALFORMED, reason: "y-protocols messages are binary".into() };
                         return close_and_drain(&mut tx, &mut rx, &c).await;
                     }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+                        if pings.take(std::time::Instant::now()) {
+                            continue;
+                        }
+                        let c = Close { code: super::CLOSE_RATE, reason: format!("over {} pings per second", crate::ws_io::PINGS_PER_S) };
+                        warn!(%room, "collab: closing a client: {}", c.reason);
+                        return close_and_drain(&mut tx, &mut rx, &c).await;
+                    }
                     Some(Ok(WsMessage::Close(_))) | None => return,
                     Some(Err(e)) => {
                         if crate::ws_io::is_disconnect(&e) {
@@ -146,35 +159,14 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
     }
 }
 
-/// Sends the close frame, then reads (and ignores) what the client still sends until it answers
-/// the close: dropping the socket with unread data would reset the connection and the client
-/// would see 1006 instead of the reason.
 async fn close_and_drain(
     tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     c: &Close,
 ) {
-    if tx.send(close(c)).await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while let Some(Ok(m)) = rx.next().await {
-            if matches!(m, WsMessage::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    crate::ws_io::close_and_drain(tx, rx, c.code, &c.reason).await
 }
 
 fn close(c: &Close) -> WsMessage {
-    // A close frame carries at most 125 bytes: the code and 123 bytes of reason.
-    let mut end = c.reason.len().min(123);
-    while !c.reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    WsMessage::Close(Some(CloseFrame {
-        code: c.code,
-        reason: c.reason[..end].to_string().into(),
-    }))
+    crate::ws_io::close_frame(c.code, &c.reason)
 }
