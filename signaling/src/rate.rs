@@ -24,14 +24,26 @@ impl TokenBucket {
 
     /// Takes one token; `false` when the bucket is empty (the caller refuses).
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.refilled = now;
+        self.refill(now);
         if self.tokens < 1.0 {
             return false;
         }
         self.tokens -= 1.0;
         true
+    }
+
+    /// Charges `cost` for work already done (its cost was known only after it): `false` once
+    /// the bucket is in debt (the caller stops serving that client).
+    pub fn charge(&mut self, now: Instant, cost: f64) -> bool {
+        self.refill(now);
+        self.tokens -= cost;
+        self.tokens >= 0.0
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled = now;
     }
 }
 
@@ -51,5 +63,15 @@ mod tests {
         // Never above the burst, however long it rested.
         let t2 = t1 + Duration::from_secs(3600);
         assert_eq!((0..8).filter(|_| b.take(t2)).count(), 5);
+    }
+
+    #[test]
+    fn work_is_charged_after_the_fact_and_debt_refills() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(100, 1000, t0);
+        assert!(b.charge(t0, 900.0));
+        assert!(!b.charge(t0, 300.0), "in debt");
+        // 2 s at 100/s pays the 200 of debt back.
+        assert!(b.charge(t0 + Duration::from_secs(2), 0.0));
     }
 }

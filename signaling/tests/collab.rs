@@ -300,3 +300,77 @@ async fn hostile_awareness_ids_belong_to_their_connection() {
     drop(ana);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A y-sync update message with one one-character insertion into the root text `code` by each
+/// of `clients` synthetic client ids, all at the start of the text (no origins), the shape of
+/// issue 13's 22-second edit.
+fn many_clients_update(clients: u64) -> Vec<u8> {
+    many_clients_update_from(clients, 1000)
+}
+
+fn many_clients_update_from(clients: u64, first: u64) -> Vec<u8> {
+    let mut u = Vec::new();
+    var(&mut u, clients);
+    for c in 0..clients {
+        var(&mut u, 1); // one block
+        var(&mut u, first + c); // client
+        var(&mut u, 0); // clock
+        u.push(0x04); // item, string content, no origins: the parent follows
+        var(&mut u, 1); // parent is a root type...
+        var(&mut u, 4);
+        u.extend_from_slice(b"code"); // ...named "code"
+        var(&mut u, 1);
+        u.push(b'x');
+    }
+    var(&mut u, 0); // empty delete set
+    let mut m = vec![0, 2];
+    var(&mut m, u.len() as u64);
+    m.extend_from_slice(&u);
+    m
+}
+
+/// Issue 13, item 2: work is charged to its sender. An update with thousands of synthetic
+/// client ids is refused outright; below that cap, a client whose messages cost more server
+/// time than its budget is closed with 4429 and the room goes on.
+#[tokio::test]
+async fn hostile_costly_updates_are_refused_or_charged_to_their_sender() {
+    let settings = CollabSettings {
+        max_message_bytes: 16 << 20,
+        ..CollabSettings::default()
+    };
+    let (collab, dir) = service("work", settings);
+    let mut c = collab.join("work", true).await.expect("join");
+    let close = c.handle(&many_clients_update(15_000)).expect_err("refused");
+    assert_eq!(close.code, CLOSE_MALFORMED, "{close:?}");
+    assert!(close.reason.contains("client ids"), "{close:?}");
+    drop(c);
+    // A tiny budget (1 ms, refilled at 1 ms/s): 1,500 clients' worth of integration overdraws it.
+    let tight = CollabSettings {
+        max_message_bytes: 16 << 20,
+        work_ms_per_s: 1,
+        work_burst_ms: 1,
+        ..CollabSettings::default()
+    };
+    let (collab2, dir2) = service("work2", tight);
+    let mut spender = collab2.join("work", true).await.expect("join");
+    let mut closed = None;
+    for i in 0..20 {
+        // Other client ids each round, so every update integrates anew.
+        let m = many_clients_update_from(1_500, 100_000 * (i + 1));
+        if let Err(c) = spender.handle(&m) {
+            closed = Some(c);
+            break;
+        }
+    }
+    let c = closed.expect("closed over the work budget");
+    assert_eq!(c.code, signaling::collab::CLOSE_RATE, "{c:?}");
+    assert!(c.reason.contains("work budget"), "{c:?}");
+    // Other clients of the document are unaffected.
+    let mut other = collab2.join("work", true).await.expect("join");
+    other
+        .handle(&update_msg(&Doc::new(), "fine"))
+        .expect("an honest edit");
+    drop((spender, other));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}

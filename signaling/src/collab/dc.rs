@@ -103,7 +103,7 @@ impl DcLink {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        match conn.handle(&whole) {
+        match conn.handle_on_runtime(&whole) {
             Ok(replies) => {
                 for m in replies {
                     self.send(&m);

@@ -48,6 +48,10 @@ pub struct CollabSettings {
     pub client_queue: usize,
     /// A room with no clients for this long is unloaded from memory.
     pub unload_after_s: u64,
+    /// Document work (applying a client's updates, encoding its sync answers) a client may
+    /// cause per second, sustained, and at once, in milliseconds of server time.
+    pub work_ms_per_s: u32,
+    pub work_burst_ms: u32,
     /// The teacher view's flush interval: student work is merged and sent at most this often.
     pub teacher_interval_ms: u64,
 }
@@ -58,6 +62,8 @@ impl Default for CollabSettings {
             max_message_bytes: 1 << 20,
             rate_per_s: 100,
             burst: 300,
+            work_ms_per_s: 200,
+            work_burst_ms: 2000,
             awareness_timeout_s: 30,
             snapshot_every: 1000,
             client_queue: 1024,
@@ -271,6 +277,8 @@ pub struct Conn {
     kicked: Arc<(AtomicBool, Notify)>,
     can_write: bool,
     rate: crate::rate::TokenBucket,
+    /// Server time this client's messages cost, in milliseconds.
+    work: crate::rate::TokenBucket,
     warned_readonly: bool,
 }
 
@@ -357,6 +365,11 @@ impl Collab {
             rate: crate::rate::TokenBucket::new(
                 self.inner.settings.rate_per_s,
                 self.inner.settings.burst,
+                Instant::now(),
+            ),
+            work: crate::rate::TokenBucket::new(
+                self.inner.settings.work_ms_per_s,
+                self.inner.settings.work_burst_ms,
                 Instant::now(),
             ),
             warned_readonly: false,
@@ -463,6 +476,24 @@ impl Collab {
     }
 }
 
+/// Messages at least this large are handled with `block_in_place`: their integration may take
+/// long, and the runtime then moves this worker's other tasks (other documents' clients) to
+/// another thread meanwhile. Small ones are cheap and skip the hand-off.
+const LARGE_MESSAGE: usize = 4096;
+
+impl Conn {
+    /// `handle` for a message from a transport task on the runtime.
+    pub fn handle_on_runtime(&mut self, data: &[u8]) -> Result<Vec<Bytes>, Close> {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi && data.len() >= LARGE_MESSAGE {
+            tokio::task::block_in_place(|| self.handle(data))
+        } else {
+            self.handle(data)
+        }
+    }
+}
+
 /// Runs a yrs decoder or apply on client bytes. yrs 0.28 asserts on some malformed input (a
 /// client id with reserved bits set panics in `read_id`; found by signaling/tests/collab.rs):
 /// such a panic is the client's error, not the server's.
@@ -493,9 +524,26 @@ const MAX_CLOCK: u32 = 1 << 31;
 /// document and so one client id; a few to spare for a page that recreates its Y.Doc).
 const MAX_AWARENESS_IDS: usize = 4;
 
-/// Refuses updates whose insertions or deletions reach past `MAX_CLOCK`.
+/// Distinct client ids one update may carry. A live edit carries one; a client back from
+/// offline carries those whose edits it saw. Thousands of synthetic ids are an attack shape
+/// (issue 13: 15,000 ids inserting at one position cost 22 s of integration).
+const MAX_UPDATE_CLIENTS: usize = 2_000;
+
+/// Refuses updates whose insertions or deletions reach past `MAX_CLOCK`, or that carry more
+/// than `MAX_UPDATE_CLIENTS` client ids.
 fn check_clocks(u: &Update) -> Result<(), String> {
     let insertions = u.insertions(true);
+    let clients = insertions
+        .iter()
+        .map(|(c, _)| *c)
+        .chain(u.delete_set().iter().map(|(c, _)| *c))
+        .collect::<HashSet<_>>()
+        .len();
+    if clients > MAX_UPDATE_CLIENTS {
+        return Err(format!(
+            "{clients} client ids in one update (at most {MAX_UPDATE_CLIENTS})"
+        ));
+    }
     for set in [&insertions, u.delete_set()] {
         for (client, ranges) in set.iter() {
             for r in ranges.iter() {
@@ -544,6 +592,31 @@ impl Conn {
 
     /// Handles one message from the client; returns the replies for it alone.
     pub fn handle(&mut self, data: &[u8]) -> Result<Vec<Bytes>, Close> {
+        // What a message cost is known only once it is handled: charged to its sender then,
+        // so a client whose updates are costly to integrate is closed before it starves the
+        // room (the rate limit counts messages, not work).
+        let started = Instant::now();
+        let out = self.handle_one(data)?;
+        let spent = started.elapsed();
+        if !self
+            .work
+            .charge(Instant::now(), spent.as_secs_f64() * 1000.0)
+        {
+            let s = &self.service.settings;
+            return Err(self.bad(Close::new(
+                CLOSE_RATE,
+                format!(
+                    "over the work budget of {} ms per second ({} ms burst): the last message took {} ms",
+                    s.work_ms_per_s,
+                    s.work_burst_ms,
+                    spent.as_millis()
+                ),
+            )));
+        }
+        Ok(out)
+    }
+
+    fn handle_one(&mut self, data: &[u8]) -> Result<Vec<Bytes>, Close> {
         let s = &self.service.settings;
         if data.len() > s.max_message_bytes {
             return Err(self.bad(Close::new(

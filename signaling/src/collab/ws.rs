@@ -124,7 +124,7 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
                         return;
                     }
                 };
-                match conn.handle(&data) {
+                match conn.handle_on_runtime(&data) {
                     Ok(replies) => {
                         for m in replies {
                             if tx.send(WsMessage::Binary(m)).await.is_err() {
