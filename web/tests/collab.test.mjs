@@ -324,3 +324,29 @@ test('with S3 storage a document outlives the node: a fresh node restores it fro
     rmSync(dirB, { recursive: true, force: true });
   }
 });
+
+test('a document restore held by a frozen bucket does not block joins to documents in memory', async () => {
+  const moto = await startMoto();
+  const s = await startServer({ ...ENV, ...s3Env(moto) });
+  try {
+    // `warm` is in memory (its first load asked the bucket, which answered "none").
+    const warm = client('warm', 'ana', { srv: s });
+    await synced(warm);
+    warm.doc.getText('code').insert(0, 'hello');
+    moto.freeze();
+    // `cold` must ask the bucket: its load hangs on the frozen server.
+    const cold = client('cold', 'ben', { srv: s });
+    await sleep(500);
+    assert.equal(cold.provider.synced, false, 'the cold load is held by the frozen bucket');
+    const late = client('warm', 'cleo', { srv: s });
+    await waitFor(() => late.provider.synced && late.doc.getText('code').toString() === 'hello', 5_000, 'a join to the warm document while the cold one loads');
+    const metrics = await (await fetch(`${s.base}/metrics`)).text();
+    assert.match(metrics, /aula_collab_rooms [1-9]/, 'metrics count the documents meanwhile');
+    moto.thaw();
+    await synced(cold);
+  } finally {
+    moto.thaw();
+    await s.stop();
+    moto.stop();
+  }
+});

@@ -210,7 +210,8 @@ export async function startMoto() {
   const proc = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
   const endpoint = `http://127.0.0.1:${port}`;
   await waitFor(async () => { try { await fetch(endpoint); return true; } catch { return false; } }, 30_000, 'moto server');
-  return { endpoint, stop: () => proc.kill() };
+  // freeze/thaw: SIGSTOP/SIGCONT, a bucket that stops answering without closing connections.
+  return { endpoint, stop: () => proc.kill(), freeze: () => proc.kill('SIGSTOP'), thaw: () => proc.kill('SIGCONT') };
 }
 
 // What the /watch page's player is doing (window.aulaWatch and the <video>).

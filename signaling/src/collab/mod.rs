@@ -142,6 +142,9 @@ struct Inner {
     dir: PathBuf,
     settings: CollabSettings,
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
+    /// One lock per document being loaded: a load (which may wait on S3) holds only its own
+    /// document's, never `rooms`, so joins to other documents go on meanwhile.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_conn: AtomicU64,
     metrics: Metrics,
     /// Teacher views: updates of every document named `{prefix}...` after they are durable.
@@ -303,6 +306,7 @@ impl Collab {
                 dir,
                 settings,
                 rooms: tokio::sync::Mutex::new(HashMap::new()),
+                loading: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 metrics: Metrics::default(),
                 watchers: Mutex::new(Vec::new()),
@@ -323,23 +327,34 @@ impl Collab {
 
     /// Joins `room` (loading its document if it is not in memory).
     pub async fn join(&self, room: &str, can_write: bool) -> Result<Conn, CollabError> {
-        let r = {
-            let mut rooms = self.inner.rooms.lock().await;
-            match rooms.get(room) {
-                // A panic while the room was locked (a bug: client bytes are handled guarded)
-                // leaves its state unusable: reload it from its log rather than refuse everyone.
-                Some(r) if !r.state.is_poisoned() => r.clone(),
-                poisoned => {
-                    if poisoned.is_some() {
-                        warn!(
-                            room,
-                            "collab: room state poisoned; reloading it from its log"
-                        );
-                    }
-                    let r = self.load(room).await?;
-                    rooms.insert(room.to_string(), r.clone());
-                    r
+        let r = match self.loaded(room).await {
+            Some(r) => r,
+            None => {
+                let gate = {
+                    let mut l = self
+                        .inner
+                        .loading
+                        .lock()
+                        .map_err(|_| CollabError::Corrupt(room.into(), "load table".into()))?;
+                    l.entry(room.to_string()).or_default().clone()
+                };
+                let _loading = gate.lock().await;
+                // Another join may have loaded it while this one waited for the gate.
+                let r = match self.loaded(room).await {
+                    Some(r) => Ok(r),
+                    None => match self.load(room).await {
+                        Ok(r) => {
+                            let mut rooms = self.inner.rooms.lock().await;
+                            rooms.insert(room.to_string(), r.clone());
+                            Ok(r)
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Ok(mut l) = self.inner.loading.lock() {
+                    l.remove(room);
                 }
+                r?
             }
         };
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +389,22 @@ impl Collab {
             ),
             warned_readonly: false,
         })
+    }
+
+    /// The document in memory, unless absent or poisoned: a panic under its lock (a bug, since
+    /// client bytes are handled guarded) leaves its state unusable, and the next join reloads
+    /// it from its log rather than refuse everyone.
+    async fn loaded(&self, room: &str) -> Option<Arc<Room>> {
+        let rooms = self.inner.rooms.lock().await;
+        let r = rooms.get(room)?;
+        if r.state.is_poisoned() {
+            warn!(
+                room,
+                "collab: room state poisoned; reloading it from its log"
+            );
+            return None;
+        }
+        Some(r.clone())
     }
 
     async fn load(&self, room: &str) -> Result<Arc<Room>, CollabError> {
