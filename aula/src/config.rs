@@ -35,6 +35,9 @@ pub struct Http {
     pub max_connections: usize,
     /// Connections from one address that have not sent a complete request yet.
     pub max_pending_per_ip: usize,
+    /// PEM certificate chain and private key: the listener serves HTTPS/WSS (else plain HTTP).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +150,8 @@ impl Default for Http {
             header_timeout_s: 10,
             max_connections: 20_000,
             max_pending_per_ip: 64,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

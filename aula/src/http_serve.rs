@@ -91,6 +91,7 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     refusals: Arc<Refusals>,
+    tls: Option<crate::tls::Tls>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -133,34 +134,61 @@ pub async fn serve(
             }
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let mut stop_rx = stop_rx.clone();
+        let stop_rx = stop_rx.clone();
         let header_timeout = limits.header_timeout;
+        let io = Counted {
+            tcp,
+            _permit: permit,
+        };
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(
-                    TokioIo::new(Counted {
-                        tcp,
-                        _permit: permit,
-                    }),
-                    svc,
-                )
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop_rx.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match acceptor {
+                None => serve_io(io, svc, header_timeout, stop_rx, peer).await,
+                Some(a) => {
+                    // The handshake is part of the request head's deadline.
+                    match tokio::time::timeout(header_timeout, a.accept(io)).await {
+                        Ok(Ok(tls)) => serve_io(tls, svc, header_timeout, stop_rx, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake not finished within the deadline"),
+                    }
                 }
-            };
-            if let Err(e) = r {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
     }
     let _ = stop_tx.send(true);
+}
+
+/// One HTTP/1.1 connection (upgrades allowed) on `io`, plain or TLS.
+async fn serve_io<I, S>(
+    io: I,
+    svc: S,
+    header_timeout: Duration,
+    mut stop_rx: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop_rx.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 /// A connection holding its place under `max_connections` for as long as its socket lives: an

@@ -5,6 +5,7 @@ mod egress_cmd;
 mod http_serve;
 mod ladder_cmd;
 mod log_writer;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,10 +174,16 @@ fn serve(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding HTTP {}", cfg.http.bind))?;
         let http = listener.local_addr()?;
-        info!(%http, media = %sfu.media_addr(), "aula serving");
+        let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+            (Some(c), Some(k)) => Some(tls::Tls::start(c.clone(), k.clone())?),
+            (None, None) => None,
+            _ => anyhow::bail!("http.tls_cert and http.tls_key go together: set both or neither"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(%http, media = %sfu.media_addr(), scheme, "aula serving");
         // One line a script can parse to find the ports (tests bind port 0).
         println!(
-            "aula listening http=http://{http} media={}",
+            "aula listening http={scheme}://{http} media={}",
             sfu.media_addr()
         );
         if dev {
@@ -197,8 +204,8 @@ fn serve(cfg: Config) -> Result<()> {
                 },
                 Duration::from_secs(6 * 3600),
             );
-            println!("try: http://{http}/room/demo?token={t}");
-            println!("     http://{http}/broadcast/demo?token={t}");
+            println!("try: {scheme}://{http}/room/demo?token={t}");
+            println!("     {scheme}://{http}/broadcast/demo?token={t}");
         }
         let store = cfg.store().await?;
         info!(storage = %store.describe(), "HLS storage");
@@ -239,9 +246,16 @@ fn serve(cfg: Config) -> Result<()> {
             max_connections: cfg.http.max_connections.max(1),
             max_pending_per_ip: cfg.http.max_pending_per_ip.max(1),
         };
-        let server = tokio::spawn(http_serve::serve(listener, app, limits, refusals, async {
-            let _ = stopping.await;
-        }));
+        let server = tokio::spawn(http_serve::serve(
+            listener,
+            app,
+            limits,
+            refusals,
+            tls,
+            async {
+                let _ = stopping.await;
+            },
+        ));
         let _ = tokio::signal::ctrl_c().await;
         info!("shutting down: finishing egress jobs");
         // Running broadcasts are finalised (VOD playlists written) before the process ends.

@@ -286,6 +286,13 @@ async fn hostile_awareness_ids_belong_to_their_connection() {
         presence(&collab, "own").await.get(&11).map(String::as_str),
         Some("{\"user\":\"ana2\"}")
     );
+    // A state of a megabyte is no presence: 1009.
+    let huge = format!("{{\"blob\":\"{}\"}}", "y".repeat(100_000));
+    let mut fat = collab.join("own", true).await.expect("join");
+    let close = fat
+        .handle(&awareness_msg(&[(77, 1, huge.as_str())]))
+        .expect_err("refused");
+    assert_eq!(close.code, 1009, "{close:?}");
     // Thousands of fake presences from one connection close it.
     let fakes: Vec<(u64, u64, &str)> = (1000..11_000).map(|i| (i, 1, "{}")).collect();
     let close = mal.handle(&awareness_msg(&fakes)).expect_err("refused");
@@ -373,4 +380,41 @@ async fn hostile_costly_updates_are_refused_or_charged_to_their_sender() {
     drop((spender, other));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
+}
+
+/// Issue 13, item 4: a client's queue is bounded in bytes, not only in messages: a reader that
+/// stops reading while large updates go by is dropped with 4408 long before 1,024 messages.
+#[tokio::test]
+async fn hostile_a_stalled_reader_is_dropped_by_queued_bytes() {
+    let settings = CollabSettings {
+        max_message_bytes: 64 << 10,
+        client_queue_bytes: 256 << 10,
+        rate_per_s: 1_000_000,
+        burst: 1_000_000,
+        ..CollabSettings::default()
+    };
+    let (collab, dir) = service("bytes", settings);
+    let mut writer = collab.join("bytes", true).await.expect("join");
+    let mut stalled = collab.join("bytes", false).await.expect("join");
+    let doc = Doc::new();
+    let big = "x".repeat(40_000);
+    for _ in 0..20 {
+        writer.handle(&update_msg(&doc, &big)).expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut closed = None;
+    for _ in 0..40 {
+        match tokio::time::timeout(Duration::from_secs(5), stalled.recv()).await {
+            Ok(Some(Out::Close(c))) => {
+                closed = Some(c);
+                break;
+            }
+            Ok(Some(Out::Msg(_))) => continue,
+            _ => break,
+        }
+    }
+    let c = closed.expect("closed by bytes, with 20 messages queued at most");
+    assert_eq!(c.code, CLOSE_TOO_SLOW);
+    drop((writer, stalled));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -58,9 +58,10 @@ export async function startServer(extraEnv = {}, opts = {}) {
   };
 }
 
-const BROWSER_OPTIONS = () => ({
+const BROWSER_OPTIONS = (extra = []) => ({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: [
+    ...extra,
     '--headless', '--no-sandbox', '--disable-gpu',
     '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -68,8 +69,9 @@ const BROWSER_OPTIONS = () => ({
   ],
 });
 
-export async function launchBrowser() {
-  return chromium.launch(BROWSER_OPTIONS());
+// `extra`: more Chromium flags (a test certificate's SPKI to trust, say).
+export async function launchBrowser(extra = []) {
+  return chromium.launch(BROWSER_OPTIONS(extra));
 }
 
 // A browser in its own process group, so a test can freeze all of it (SIGSTOP: its network

@@ -46,6 +46,9 @@ pub struct CollabSettings {
     pub snapshot_every: usize,
     /// Messages queued for one client before it counts as too slow and is dropped.
     pub client_queue: usize,
+    /// Bytes queued for one client before it counts as too slow (a few large messages fill
+    /// it long before `client_queue` messages do).
+    pub client_queue_bytes: usize,
     /// A room with no clients for this long is unloaded from memory.
     pub unload_after_s: u64,
     /// Document work (applying a client's updates, encoding its sync answers) a client may
@@ -67,6 +70,7 @@ impl Default for CollabSettings {
             awareness_timeout_s: 30,
             snapshot_every: 1000,
             client_queue: 1024,
+            client_queue_bytes: 16 << 20,
             unload_after_s: 10,
             teacher_interval_ms: 500,
         }
@@ -85,6 +89,11 @@ impl CollabSettings {
             return Err(
                 "collab.awareness_timeout_s and snapshot_every must be > 0, client_queue >= 16"
                     .into(),
+            );
+        }
+        if self.client_queue_bytes < 2 * self.max_message_bytes {
+            return Err(
+                "collab.client_queue_bytes must be at least twice collab.max_message_bytes".into(),
             );
         }
         Ok(())
@@ -199,6 +208,8 @@ struct Slot {
     tx: mpsc::Sender<Queued>,
     kicked: Arc<(AtomicBool, Notify)>,
     awareness_ids: HashSet<ClientID>,
+    /// Bytes in `tx` not yet taken by the client.
+    queued: Arc<AtomicUsize>,
 }
 
 struct Logged {
@@ -278,6 +289,8 @@ pub struct Conn {
     id: u64,
     rx: mpsc::Receiver<Queued>,
     kicked: Arc<(AtomicBool, Notify)>,
+    /// Bytes queued for this client (its slot's counter).
+    queued: Arc<AtomicUsize>,
     can_write: bool,
     rate: crate::rate::TokenBucket,
     /// Server time this client's messages cost, in milliseconds.
@@ -360,6 +373,7 @@ impl Collab {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.settings.client_queue);
         let kicked = Arc::new((AtomicBool::new(false), Notify::new()));
+        let queued = Arc::new(AtomicUsize::new(0));
         if let Ok(mut st) = r.state.lock() {
             st.clients.insert(
                 id,
@@ -367,6 +381,7 @@ impl Collab {
                     tx,
                     kicked: kicked.clone(),
                     awareness_ids: HashSet::new(),
+                    queued: queued.clone(),
                 },
             );
         }
@@ -376,6 +391,7 @@ impl Collab {
             id,
             rx,
             kicked,
+            queued,
             can_write,
             rate: crate::rate::TokenBucket::new(
                 self.inner.settings.rate_per_s,
@@ -554,6 +570,9 @@ const MAX_CLOCK: u32 = 1 << 31;
 /// Client ids one connection may hold presence for (a y-websocket connection carries one
 /// document and so one client id; a few to spare for a page that recreates its Y.Doc).
 const MAX_AWARENESS_IDS: usize = 4;
+
+/// Bytes of one client's awareness state (JSON).
+const MAX_AWARENESS_STATE: usize = 64 << 10;
 
 /// Distinct client ids one update may carry. A live edit carries one; a client back from
 /// offline carries those whose edits it saw. Thousands of synthetic ids are an attack shape
@@ -780,6 +799,20 @@ impl Conn {
                 ),
             )));
         }
+        // Presence is kept and sent to every newcomer: a name, a colour and a cursor, not a file.
+        if let Some((id, e)) = u
+            .clients
+            .iter()
+            .find(|(_, e)| e.json.len() > MAX_AWARENESS_STATE)
+        {
+            return Err(self.bad(Close::new(
+                CLOSE_TOO_BIG,
+                format!(
+                    "awareness state of client {id} is {} bytes (at most {MAX_AWARENESS_STATE})",
+                    e.json.len()
+                ),
+            )));
+        }
         // A connection speaks only for the client ids it set first. y-websocket clients relay
         // states they heard from others: those are dropped quietly, not refused.
         let before = u.clients.len();
@@ -841,7 +874,8 @@ impl Conn {
         if self.kicked.0.load(Ordering::Relaxed) {
             return None;
         }
-        self.rx.try_recv().ok().map(take)
+        let q = self.rx.try_recv().ok()?;
+        Some(take(q, &self.queued))
     }
 
     /// The next message for this client; `None` once the room let it go.
@@ -853,7 +887,7 @@ impl Conn {
             )));
         }
         tokio::select! {
-            m = self.rx.recv() => m.map(|q| Out::Msg(take(q))),
+            m = self.rx.recv() => m.map(|q| Out::Msg(take(q, &self.queued))),
             _ = self.kicked.1.notified() => Some(Out::Close(Close::new(
                 CLOSE_TOO_SLOW,
                 "too slow: messages piled up; reconnect to resync",
@@ -862,7 +896,8 @@ impl Conn {
     }
 }
 
-fn take(q: Queued) -> Bytes {
+fn take(q: Queued, queued: &AtomicUsize) -> Bytes {
+    queued.fetch_sub(q.msg.len(), Ordering::Relaxed);
     if let Some(t) = &q.ticket {
         t.taken();
     }
@@ -874,7 +909,7 @@ impl Drop for Conn {
         // What it never took must not hold its room's next broadcast.
         self.rx.close();
         while let Ok(q) = self.rx.try_recv() {
-            take(q);
+            take(q, &self.queued);
         }
         let empty = {
             let Ok(mut st) = self.room.state.lock() else {
@@ -935,20 +970,36 @@ fn broadcast_with(
     ticket: Option<&Arc<Ticket>>,
 ) {
     let mut slow = Vec::new();
+    let limit = service.settings.client_queue_bytes;
     for (id, slot) in &st.clients {
         if Some(*id) == except {
+            continue;
+        }
+        // Bytes count as well as messages: a few large relayed messages to a client that does
+        // not read must not pin memory by the hundred megabytes.
+        if slot.queued.load(Ordering::Relaxed) + msg.len() > limit {
+            if let Some(t) = ticket {
+                t.taken();
+            }
+            slow.push(*id);
             continue;
         }
         let q = Queued {
             msg: msg.clone(),
             ticket: ticket.cloned(),
         };
-        if let Err(e) = slot.tx.try_send(q) {
-            if let Some(t) = ticket {
-                t.taken();
-            }
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                slow.push(*id);
+        // Counted before it can be taken (the client takes without the room lock).
+        slot.queued.fetch_add(msg.len(), Ordering::Relaxed);
+        match slot.tx.try_send(q) {
+            Ok(()) => {}
+            Err(e) => {
+                slot.queued.fetch_sub(msg.len(), Ordering::Relaxed);
+                if let Some(t) = ticket {
+                    t.taken();
+                }
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    slow.push(*id);
+                }
             }
         }
     }

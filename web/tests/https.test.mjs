@@ -1,0 +1,98 @@
+// Issue 15: `aula serve` over HTTPS/WSS with a certificate from a throwaway CA made here (openssl),
+// trusted by Chromium through its SPKI hash: the room page (camera, WSS signaling, media) and
+// WHIP/WHEP work on https://, plain HTTP is refused on the TLS port, and a renewed certificate
+// is picked up on SIGHUP without a restart.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import https from 'node:https';
+import { startServer, launchBrowser, waitFor, tileFrames } from './helpers.mjs';
+
+const dir = mkdtempSync(join(tmpdir(), 'aula-tls-'));
+const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+
+// A CA, and a leaf for 127.0.0.1 signed by it (`name` picks the files).
+function makeCert(name) {
+  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=aula test CA ${name}`, '-keyout', `${name}-ca.key`, '-out', `${name}-ca.pem`);
+  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
+  require_ext(name);
+  ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}-ca.pem`, '-CAkey', `${name}-ca.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
+  const spki = execFileSync('sh', ['-c', `openssl x509 -in ${name}.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { cwd: dir }).toString().trim();
+  return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`), ca: readFileSync(join(dir, `${name}-ca.pem`)), spki };
+}
+function require_ext(name) {
+  execFileSync('sh', ['-c', `printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ${name}.ext`], { cwd: dir });
+}
+
+// The certificate the server presents on a new connection: its issuer's CN.
+function presentedIssuer(base, ca) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(`${base}/healthz`, { ca, agent: false }, (res) => {
+      const issuer = res.socket.getPeerCertificate().issuer?.CN;
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, issuer }));
+    });
+    req.on('error', reject);
+  });
+}
+
+let server, browser, first;
+before(async () => {
+  first = makeCert('one');
+  // The live files the server watches; a renewal replaces them.
+  execFileSync('cp', [first.cert, join(dir, 'live.pem')]);
+  execFileSync('cp', [first.key, join(dir, 'live.key')]);
+  server = await startServer({ AULA_HTTP__TLS_CERT: join(dir, 'live.pem'), AULA_HTTP__TLS_KEY: join(dir, 'live.key') });
+  browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${first.spki}`]);
+});
+after(async () => { await browser?.close(); await server?.stop(); rmSync(dir, { recursive: true, force: true }); });
+
+test('the listener speaks TLS only, with the configured certificate', async () => {
+  assert.match(server.base, /^https:\/\//);
+  const r = await presentedIssuer(server.base, first.ca);
+  assert.deepEqual(r, { status: 200, issuer: 'aula test CA one' });
+  // Plain HTTP on the TLS port gets no HTTP answer.
+  const plain = await fetch(server.base.replace('https', 'http') + '/healthz').then((x) => x.status, () => 'refused');
+  assert.equal(plain, 'refused');
+});
+
+test('two room pages over https:// and wss:// decode each other, camera on', async () => {
+  const pages = [];
+  for (const n of ['ana', 'ben']) {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/room/secure?token=${server.token('secure', n)}`);
+    pages.push(page);
+  }
+  for (const page of pages) {
+    assert.equal(await page.evaluate(() => window.isSecureContext && location.protocol), 'https:');
+    await waitFor(async () => { const v = Object.values(await tileFrames(page)); return v.length === 1 && v[0].frames > 20; }, 30_000, 'decoding the other over https');
+  }
+});
+
+test('WHIP and WHEP over https://', async () => {
+  const room = 'securecast';
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(`${server.base}/broadcast/${room}?width=640&token=${server.token(room, 'creator', ['--publish'])}`);
+  await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+  await pub.click('#golive');
+  await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'publisher live');
+  const viewer = await (await browser.newContext()).newPage();
+  await viewer.goto(`${server.base}/live/${room}?token=${server.token(room, 'viewer', [])}`);
+  await waitFor(() => viewer.evaluate(() => window.aulaLive.video?.getVideoPlaybackQuality().totalVideoFrames > 20), 30_000, 'WHEP viewer decoding');
+  await pub.evaluate(() => window.aulaBroadcast.stop());
+});
+
+test('a renewed certificate is served after SIGHUP, without a restart', async () => {
+  const second = makeCert('two');
+  // Written aside and renamed, as certbot and friends do.
+  execFileSync('cp', [second.cert, join(dir, 'live.pem.new')]);
+  execFileSync('cp', [second.key, join(dir, 'live.key.new')]);
+  renameSync(join(dir, 'live.key.new'), join(dir, 'live.key'));
+  renameSync(join(dir, 'live.pem.new'), join(dir, 'live.pem'));
+  server.proc.kill('SIGHUP');
+  await waitFor(async () => (await presentedIssuer(server.base, second.ca).catch(() => ({}))).issuer === 'aula test CA two', 15_000, 'the new certificate');
+  assert.match(server.logs(), /TLS certificate reloaded/);
+});
