@@ -11,7 +11,7 @@ pkgs=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  ffmpeg chromium nodejs npm redis-server
+  ffmpeg chromium nodejs npm redis-server coturn
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -40,10 +40,18 @@ async function offer(iceRestart = false) {
   send({ type: 'offer', sdp: pc.localDescription.sdp });
 }
 
+// TURN relays from the server (`turn.*`), with fresh credentials on every join and resume;
+// `?ice=relay` forces them (what a network that blocks UDP to the server leaves).
+function useIceServers(m) {
+  if (!m.ice_servers?.length && params.get('ice') !== 'relay') return;
+  pc.setConfiguration({ ...pc.getConfiguration(), iceServers: m.ice_servers || [], iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all' });
+}
+
 async function onMessage(m) {
   switch (m.type) {
     case 'joined': {
       me = m;
+      useIceServers(m);
       resumeKey = m.resume;
       window.aulaRoom.resumeKey = m.resume;
       $('#status').textContent = `joined as ${m.identity}`;
@@ -55,6 +63,7 @@ async function onMessage(m) {
       // Back on a new socket after a drop: events sent meanwhile were lost, so reconcile tiles
       // with the room as it is, and restart ICE in case the network changed too.
       dropDeadline = 0;
+      useIceServers(m);
       window.aulaRoom.resumed += 1;
       $('#status').textContent = `resumed as ${m.identity}`;
       const present = new Set(m.participants.map((p) => String(p.id)));

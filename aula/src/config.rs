@@ -23,6 +23,8 @@ pub struct Config {
     pub egress: egress::QueueSettings,
     /// Rooms' shared documents (`/collab/{room}`).
     pub collab: signaling::collab::CollabSettings,
+    /// TURN relays (coturn) for clients behind firewalls.
+    pub turn: signaling::turn::TurnSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +141,7 @@ impl Default for Config {
             signing: Signing::default(),
             egress: egress::QueueSettings::default(),
             collab: signaling::collab::CollabSettings::default(),
+            turn: signaling::turn::TurnSettings::default(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl Config {
         c.hls.check().map_err(anyhow::Error::msg)?;
         c.egress.check().map_err(anyhow::Error::msg)?;
         c.collab.check().map_err(anyhow::Error::msg)?;
+        c.turn.check().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
 

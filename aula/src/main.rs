@@ -237,6 +237,7 @@ fn serve(cfg: Config) -> Result<()> {
             let r = refusals.clone();
             let mut state = state;
             state.extra_metrics = Some(Arc::new(move |out: &mut String| r.render(out)));
+            state.turn = cfg.turn.clone();
             state
         };
         let app = signaling::router(state);

@@ -42,6 +42,8 @@ pub struct AppState {
     pub collab: Option<crate::collab::Collab>,
     /// Metrics of the layers around the router (the accept loop's refusals).
     pub extra_metrics: Option<MetricsWriter>,
+    /// TURN servers and their shared secret, for clients behind firewalls.
+    pub turn: crate::turn::TurnSettings,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             public_broadcasts: false,
             collab: None,
             extra_metrics: None,
+            turn: crate::turn::TurnSettings::default(),
         }
     }
 

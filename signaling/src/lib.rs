@@ -9,6 +9,7 @@ mod pages;
 pub mod rate;
 mod rtc_ws;
 pub mod token;
+pub mod turn;
 mod whip;
 mod ws_io;
 

@@ -217,6 +217,7 @@ async fn join(
         "resume": key,
         "participants": joined.participants,
         "tracks": joined.tracks,
+        "ice_servers": s.turn.ice_servers(&claims.sub),
     });
     Ok((pid, key, 0, hello))
 }
@@ -251,6 +252,7 @@ async fn resume(
         "resume": key,
         "participants": participants,
         "tracks": tracks,
+        "ice_servers": s.turn.ice_servers(&r.identity),
     });
     Ok((r.participant, key, r.generation, hello))
 }

@@ -203,6 +203,11 @@ async fn start(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
+    for link in s.turn.link_headers(&identity) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
+    }
     Ok((r, joined.participant))
 }
 

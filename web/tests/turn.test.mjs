@@ -1,0 +1,114 @@
+// Issue 15: clients that can only reach a TURN relay. A real coturn (Debian's `turnserver`,
+// started here with use-auth-secret) relays for two Chromium room pages forced to relay-only
+// ICE; aula mints the credentials and hands them out in `joined`. Forged and expired
+// credentials are refused by coturn itself.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHmac } from 'node:crypto';
+import dgram from 'node:dgram';
+import { startServer, launchBrowser, waitFor, tileFrames } from './helpers.mjs';
+
+const SECRET = 'turn-test-secret-0123456789';
+let server, browser, turn, port, dir;
+
+async function freeUdpPort() {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, '127.0.0.1', r));
+  const p = s.address().port;
+  s.close();
+  return p;
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'aula-turn-'));
+  port = await freeUdpPort();
+  let log = '';
+  turn = spawn('turnserver', [
+    '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+    '--use-auth-secret', `--static-auth-secret=${SECRET}`, '--realm=aula.test',
+    // The SFU is on loopback here; in production allow only the SFU's own address (README).
+    '--allow-loopback-peers', '--no-cli', '--no-tls', '--no-dtls', '--no-multicast-peers',
+    '--min-port=49160', '--max-port=49200', `--pidfile=${join(dir, 'turn.pid')}`, '--log-file=stdout', '--simple-log',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  turn.stdout.on('data', (d) => { log += d; });
+  turn.stderr.on('data', (d) => { log += d; });
+  turn.logs = () => log;
+  await waitFor(() => /listener opened on|IPv4\. UDP listener|relay 127\.0\.0\.1/i.test(log), 15_000, 'coturn listening').catch((e) => { throw new Error(`${e.message}\n${log}`); });
+  server = await startServer({ AULA_TURN__URLS: `["turn:127.0.0.1:${port}?transport=udp"]`, AULA_TURN__SECRET: SECRET, AULA_TURN__TTL_S: '600' });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close(); await server?.stop(); turn?.kill();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('two relay-only room pages meet through coturn with credentials aula minted', async () => {
+  const pages = [];
+  for (const n of ['ana', 'ben']) {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/room/relayed?ice=relay&token=${server.token('relayed', n)}`);
+    pages.push(page);
+  }
+  for (const page of pages) {
+    await waitFor(async () => { const v = Object.values(await tileFrames(page)); return v.length === 1 && v[0].frames > 20; }, 40_000, 'decoding through the relay');
+    // Every candidate pair that carried media was a relayed one.
+    const local = await page.evaluate(async () => {
+      const stats = await window.aulaRoom.pc.getStats();
+      let pair;
+      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+      return pair ? stats.get(pair.localCandidateId)?.candidateType : null;
+    });
+    assert.equal(local, 'relay');
+  }
+  const joined = await pages[0].evaluate(() => window.aulaRoom.pc.getConfiguration().iceServers);
+  assert.match(joined[0].username, /^\d+:ana$/);
+});
+
+// What coturn says to a credential: gather relay candidates with it in a fresh page.
+async function relayCandidates(username, credential) {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${server.base}/healthz`);
+  const r = await page.evaluate(async ({ url, username, credential }) => {
+    const pc = new RTCPeerConnection({ iceServers: [{ urls: url, username, credential }], iceTransportPolicy: 'relay' });
+    const found = []; const errors = [];
+    pc.onicecandidate = (e) => { if (e.candidate) found.push(e.candidate.type); };
+    pc.onicecandidateerror = (e) => errors.push(e.errorCode);
+    pc.createDataChannel('x');
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((res) => { const t = setTimeout(res, 8000); pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') { clearTimeout(t); res(); } }; });
+    pc.close();
+    return { found, errors };
+  }, { url: `turn:127.0.0.1:${port}?transport=udp`, username, credential });
+  await page.close();
+  return r;
+}
+
+test('coturn refuses forged and expired credentials, and takes a valid one', async () => {
+  const sign = (u) => createHmac('sha1', SECRET).update(u).digest('base64');
+  const fresh = `${Math.floor(Date.now() / 1000) + 600}:probe`;
+  const ok = await relayCandidates(fresh, sign(fresh));
+  assert.ok(ok.found.includes('relay'), JSON.stringify(ok));
+  const forged = await relayCandidates(fresh, createHmac('sha1', 'not-the-secret').update(fresh).digest('base64'));
+  assert.ok(!forged.found.includes('relay'), `forged: ${JSON.stringify(forged)}`);
+  const old = `${Math.floor(Date.now() / 1000) - 60}:probe`;
+  const expired = await relayCandidates(old, sign(old));
+  assert.ok(!expired.found.includes('relay'), `expired: ${JSON.stringify(expired)}`);
+});
+
+test('WHIP and WHEP answers name the TURN servers in Link headers (RFC 9725)', async () => {
+  const offer = [
+    'v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0',
+    'a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF',
+    'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0', 'a=mid:0', 'a=sendonly', 'a=ice-ufrag:abcd', 'a=ice-pwd:abcdefghijklmnopqrstuvwx',
+    'a=setup:actpass', 'a=rtcp-mux', 'a=rtpmap:111 opus/48000/2', 'a=ssrc:1234 cname:x', '',
+  ].join('\r\n');
+  const r = await fetch(`${server.base}/whip/linked`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${server.token('linked', 'cam', ['--publish'])}` }, body: offer });
+  assert.equal(r.status, 201);
+  const link = r.headers.get('link');
+  assert.match(link, new RegExp(`<turn:127\\.0\\.0\\.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:cam"; credential="[A-Za-z0-9+/=]+"; credential-type="password"`));
+  await fetch(`${server.base}${r.headers.get('location')}`, { method: 'DELETE', headers: { Authorization: `Bearer ${server.token('linked', 'cam', ['--publish'])}` } });
+});
