@@ -189,21 +189,27 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
         }
     }
     assert_eq!(got, 100, "the reader got every update");
-    let mut closed = None;
-    for _ in 0..200 {
-        match tokio::time::timeout(Duration::from_secs(5), stalled.recv()).await {
-            Ok(Some(Out::Close(c))) => {
-                closed = Some(c);
-                break;
-            }
-            Ok(Some(Out::Msg(_))) => continue,
-            _ => break,
-        }
-    }
-    let c = closed.expect("the stalled client is closed");
+    let c = close_of(&mut stalled, 200)
+        .await
+        .expect("the stalled client is closed");
     assert_eq!(c.code, CLOSE_TOO_SLOW);
     drop((writer, reader, stalled));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads what is queued for `conn` (at most `within` messages) until the room closes it.
+async fn close_of(
+    conn: &mut signaling::collab::Conn,
+    within: usize,
+) -> Option<signaling::collab::Close> {
+    for _ in 0..within {
+        match tokio::time::timeout(Duration::from_secs(5), conn.recv()).await {
+            Ok(Some(Out::Close(c))) => return Some(c),
+            Ok(Some(Out::Msg(_))) => continue,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// An awareness message setting `(client, clock, json)` entries.
@@ -402,18 +408,9 @@ async fn hostile_a_stalled_reader_is_dropped_by_queued_bytes() {
         writer.handle(&update_msg(&doc, &big)).expect("write");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut closed = None;
-    for _ in 0..40 {
-        match tokio::time::timeout(Duration::from_secs(5), stalled.recv()).await {
-            Ok(Some(Out::Close(c))) => {
-                closed = Some(c);
-                break;
-            }
-            Ok(Some(Out::Msg(_))) => continue,
-            _ => break,
-        }
-    }
-    let c = closed.expect("closed by bytes, with 20 messages queued at most");
+    let c = close_of(&mut stalled, 40)
+        .await
+        .expect("closed by bytes, with 20 messages queued at most");
     assert_eq!(c.code, CLOSE_TOO_SLOW);
     drop((writer, stalled));
     let _ = std::fs::remove_dir_all(&dir);

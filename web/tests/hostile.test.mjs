@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
-import { AULA, startServer, waitFor, sleep } from './helpers.mjs';
+import { AULA, OPUS_OFFER, startServer, waitFor, sleep } from './helpers.mjs';
 
 let server;
 before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); });
@@ -15,15 +15,8 @@ after(async () => {
   await server?.stop();
 });
 
-// A WHIP offer str0m answers (Opus, sendonly): a real session, without a browser.
-const OFFER = [
-  'v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0',
-  'a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF',
-  'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0', 'a=mid:0', 'a=sendonly', 'a=ice-ufrag:abcd', 'a=ice-pwd:abcdefghijklmnopqrstuvwx',
-  'a=setup:actpass', 'a=rtcp-mux', 'a=rtpmap:111 opus/48000/2', 'a=ssrc:1234 cname:x', '',
-].join('\r\n');
 
-async function post(path, token, body = OFFER) {
+async function post(path, token, body = OPUS_OFFER) {
   const r = await fetch(`${server.base}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` }, body });
   return { status: r.status, location: r.headers.get('location'), text: await r.text() };
 }
@@ -173,7 +166,7 @@ test('item 9: WebSocket ping floods and re-offer floods are rate limited', async
   const closed = new Promise((r) => ws.on('close', (code) => r(code)));
   ws.on('message', (d) => msgs.push(JSON.parse(d.toString())));
   await waitFor(() => msgs.some((m) => m.type === 'joined'), 10_000, 'joined');
-  for (let i = 0; i < 60; i++) ws.send(JSON.stringify({ type: 'offer', sdp: OFFER }));
+  for (let i = 0; i < 60; i++) ws.send(JSON.stringify({ type: 'offer', sdp: OPUS_OFFER }));
   assert.equal(await closed, 4400);
   assert.ok(msgs.some((m) => m.type === 'error' && /offers per second/.test(m.message)), JSON.stringify(msgs.slice(-3)));
   // Pings: a flood closes with 4429, on the room socket and on the collab socket.

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 import dgram from 'node:dgram';
-import { startServer, launchBrowser, waitFor, tileFrames } from './helpers.mjs';
+import { OPUS_OFFER, startServer, launchBrowser, waitFor, tileFrames } from './helpers.mjs';
 
 const SECRET = 'turn-test-secret-0123456789';
 let server, browser, turn, port, dir;
@@ -100,13 +100,7 @@ test('coturn refuses forged and expired credentials, and takes a valid one', asy
 });
 
 test('WHIP and WHEP answers name the TURN servers in Link headers (RFC 9725)', async () => {
-  const offer = [
-    'v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0',
-    'a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF',
-    'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0', 'a=mid:0', 'a=sendonly', 'a=ice-ufrag:abcd', 'a=ice-pwd:abcdefghijklmnopqrstuvwx',
-    'a=setup:actpass', 'a=rtcp-mux', 'a=rtpmap:111 opus/48000/2', 'a=ssrc:1234 cname:x', '',
-  ].join('\r\n');
-  const r = await fetch(`${server.base}/whip/linked`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${server.token('linked', 'cam', ['--publish'])}` }, body: offer });
+  const r = await fetch(`${server.base}/whip/linked`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${server.token('linked', 'cam', ['--publish'])}` }, body: OPUS_OFFER });
   assert.equal(r.status, 201);
   const link = r.headers.get('link');
   assert.match(link, new RegExp(`<turn:127\\.0\\.0\\.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:cam"; credential="[A-Za-z0-9+/=]+"; credential-type="password"`));
