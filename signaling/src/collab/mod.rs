@@ -828,7 +828,12 @@ impl Conn {
             .filter(|id| !st.owners.contains_key(id))
             .copied()
             .collect();
-        let owned = st.owners.values().filter(|o| **o == conn).count();
+        // The ids this connection set are its slot's (only owned ids reach it): no scan of
+        // every owner in the room on each cursor move.
+        let owned = st
+            .clients
+            .get(&conn)
+            .map_or(0, |slot| slot.awareness_ids.len());
         if owned + claimed.len() > MAX_AWARENESS_IDS {
             return Err(self.bad(Close::new(
                 CLOSE_MALFORMED,
