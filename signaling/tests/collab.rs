@@ -115,6 +115,10 @@ fn var(out: &mut Vec<u8>, mut n: u64) {
 /// A y-sync update message around a hand-written v1 update: one string item of client 5 at
 /// `clock` (its origin, client 9, is missing: yrs would keep it pending), and a delete range.
 fn crafted(clock: u64, delete: (u64, u64)) -> Vec<u8> {
+    crafted_text(clock, delete, "abcdefghij")
+}
+
+fn crafted_text(clock: u64, delete: (u64, u64), text: &str) -> Vec<u8> {
     let mut u = Vec::new();
     for n in [1, 1, 5, clock] {
         var(&mut u, n); // clients, blocks, client, clock
@@ -122,8 +126,8 @@ fn crafted(clock: u64, delete: (u64, u64)) -> Vec<u8> {
     u.push(0x84); // item with an origin, string content
     var(&mut u, 9);
     var(&mut u, 0);
-    var(&mut u, 10);
-    u.extend_from_slice(b"abcdefghij");
+    var(&mut u, text.len() as u64);
+    u.extend_from_slice(text.as_bytes());
     for n in [1, 5, 1, delete.0, delete.1] {
         var(&mut u, n); // delete set: 1 client (5), 1 range
     }
@@ -160,6 +164,78 @@ async fn updates_with_out_of_range_clocks_are_refused() {
         Ok(Message::Sync(SyncMessage::SyncStep2(_)))
     ));
     drop((c, late));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Updates that wait for edits the server never received are kept, but not without bound: on
+/// the defaults, past 1 MiB the pending part is dropped and its sender closed; newcomers and the
+/// next start get the document without it, and the edits it integrated are kept.
+#[tokio::test]
+async fn hostile_pending_updates_are_bounded() {
+    let (collab, dir) = service("pending", CollabSettings::default());
+    let author = Doc::new();
+    let mut good = collab.join("pending", true).await.expect("join");
+    good.handle(&update_msg(&author, "kept\n")).expect("edit");
+    let mut bad = collab.join("pending", true).await.expect("join");
+    let chunk = "p".repeat(100_000);
+    let mut sent = 0u64;
+    let close = loop {
+        let msg = crafted_text(sent * 100_000 + 1000, (0, 1), &chunk);
+        match bad.handle(&msg) {
+            Ok(_) => sent += 1,
+            Err(c) => break c,
+        }
+        assert!(sent < 20, "pending updates are bounded");
+    };
+    assert_eq!(close.code, CLOSE_MALFORMED, "{close:?}");
+    assert!(close.reason.contains("waiting for edits"), "{close:?}");
+    assert!(
+        (10..=11).contains(&sent),
+        "about 1 MiB was taken ({sent} x 100 KB)"
+    );
+    good.handle(&update_msg(&author, "still edits\n"))
+        .expect("edit");
+    let text_of = |state: &[u8]| {
+        assert!(
+            state.len() < 10_000,
+            "no pending bytes in the state ({})",
+            state.len()
+        );
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(state).expect("update"))
+            .expect("apply");
+        let text = copy.get_or_insert_text("code").get_string(&copy.transact());
+        text
+    };
+    let mut late = collab.join("pending", false).await.expect("join");
+    let replies = late
+        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
+        .expect("step 1");
+    let Ok(Message::Sync(SyncMessage::SyncStep2(state))) = Message::decode_v1(&replies[0]) else {
+        panic!("expected step 2");
+    };
+    assert_eq!(text_of(&state), "kept\nstill edits\n");
+    let mut metrics = String::new();
+    collab.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("aula_collab_pending_dropped_total 1"),
+        "{metrics}"
+    );
+    // The next start replays the journal: the dropped updates stay dropped.
+    drop((good, bad, late));
+    collab.flush().await;
+    drop(collab);
+    let again = Collab::new(dir.clone(), CollabSettings::default()).expect("collab store");
+    let mut c = again.join("pending", false).await.expect("join");
+    let replies = c
+        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
+        .expect("step 1");
+    let Ok(Message::Sync(SyncMessage::SyncStep2(state))) = Message::decode_v1(&replies[0]) else {
+        panic!("expected step 2");
+    };
+    assert_eq!(text_of(&state), "kept\nstill edits\n");
+    drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

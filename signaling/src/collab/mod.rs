@@ -57,6 +57,10 @@ pub struct CollabSettings {
     pub work_burst_ms: u32,
     /// The teacher view's flush interval: student work is merged and sent at most this often.
     pub teacher_interval_ms: u64,
+    /// Bytes of updates a document may hold pending (waiting for edits the server never
+    /// received). Past it the pending part is dropped and its sender closed (4400): it can
+    /// never be integrated, yet every newcomer would be sent it.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for CollabSettings {
@@ -73,6 +77,7 @@ impl Default for CollabSettings {
             client_queue_bytes: 16 << 20,
             unload_after_s: 10,
             teacher_interval_ms: 500,
+            max_pending_bytes: 1 << 20,
         }
     }
 }
@@ -163,6 +168,9 @@ struct Inner {
     /// read when a document has nothing on local disk.
     remote: Option<Arc<hls::Store>>,
     journal: Journal,
+    /// Updates applied in memory and not yet committed to the journal by their room's log
+    /// task: `flush` waits for them, so a clean stop loses none.
+    unlogged: AtomicUsize,
 }
 
 fn remote_key(doc: &str) -> String {
@@ -183,6 +191,8 @@ struct Metrics {
     closed_bad: AtomicU64,
     readonly_dropped: AtomicU64,
     remote_snapshots: AtomicU64,
+    /// Pending updates dropped: over `max_pending_bytes`, or not encodable.
+    pending_dropped: AtomicU64,
 }
 
 struct Room {
@@ -202,6 +212,9 @@ struct RoomState {
     /// Which connection set each awareness client id: only it may change or remove it.
     owners: HashMap<ClientID, u64>,
     updates_since_snapshot: usize,
+    /// Bytes of the updates applied since the document last had nothing pending (an
+    /// upper bound of what yrs keeps pending, known without encoding it).
+    pending_bytes: usize,
 }
 
 struct Slot {
@@ -316,6 +329,7 @@ impl Collab {
         Ok(Collab {
             inner: Arc::new(Inner {
                 journal,
+                unlogged: AtomicUsize::new(0),
                 dir,
                 settings,
                 rooms: tokio::sync::Mutex::new(HashMap::new()),
@@ -335,6 +349,9 @@ impl Collab {
     /// For a clean stop: every acknowledged update synced into its document's log and the
     /// journal emptied, so the next start has nothing to replay.
     pub async fn flush(&self) {
+        while self.inner.unlogged.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         self.inner.journal.flush().await;
     }
 
@@ -449,7 +466,8 @@ impl Collab {
                 }
             }
         }
-        let (store, awareness) = tokio::task::spawn_blocking(move || {
+        let max_pending = self.inner.settings.max_pending_bytes;
+        let (store, awareness, pending_bytes) = tokio::task::spawn_blocking(move || {
             if let Some(state) = restored {
                 // Local from now on: the log continues after this snapshot.
                 store::write_snapshot(store.dir(), store.seq(), &state)
@@ -457,6 +475,7 @@ impl Collab {
                 loaded.snapshot = Some(state);
             }
             let doc = yrs::Doc::new();
+            let mut pending_bytes = 0;
             {
                 let mut txn = doc.transact_mut();
                 for u in loaded.snapshot.iter().chain(loaded.updates.iter()) {
@@ -465,8 +484,18 @@ impl Collab {
                     txn.apply_update(u)
                         .map_err(|e| CollabError::Corrupt(name.clone(), e.to_string()))?;
                 }
+                if txn.has_missing_updates() {
+                    // At most what was replayed: a bound, known without encoding it.
+                    pending_bytes = loaded.snapshot.iter().chain(loaded.updates.iter()).map(|u| u.len()).sum();
+                    if pending_bytes > max_pending {
+                        use yrs::WriteTxn as _;
+                        txn.prune_pending();
+                        pending_bytes = 0;
+                        warn!(room = %name, "collab: stored updates left more than collab.max_pending_bytes pending; dropped them");
+                    }
+                }
             }
-            Ok::<_, CollabError>((store, Awareness::new(doc)))
+            Ok::<_, CollabError>((store, Awareness::new(doc), pending_bytes))
         })
         .await
         .map_err(|e| CollabError::Corrupt(room.to_string(), e.to_string()))??;
@@ -480,6 +509,7 @@ impl Collab {
                 seen: HashMap::new(),
                 owners: HashMap::new(),
                 updates_since_snapshot: 0,
+                pending_bytes,
             }),
             log: log_tx,
         });
@@ -512,12 +542,14 @@ impl Collab {
              # TYPE aula_collab_closed_bad_total counter\naula_collab_closed_bad_total {}\n\
              # TYPE aula_collab_readonly_dropped_total counter\naula_collab_readonly_dropped_total {}\n\
              # TYPE aula_collab_remote_snapshots_total counter\naula_collab_remote_snapshots_total {}\n\
+             # TYPE aula_collab_pending_dropped_total counter\naula_collab_pending_dropped_total {}\n\
              # TYPE aula_collab_journal_syncs_total counter\naula_collab_journal_syncs_total {}\n",
             m.updates.load(Ordering::Relaxed),
             m.closed_slow.load(Ordering::Relaxed),
             m.closed_bad.load(Ordering::Relaxed),
             m.readonly_dropped.load(Ordering::Relaxed),
             m.remote_snapshots.load(Ordering::Relaxed),
+            m.pending_dropped.load(Ordering::Relaxed),
             self.inner.journal.syncs.load(Ordering::Relaxed),
         );
     }
@@ -555,10 +587,32 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
-/// The document's state after `sv`, as one update. Guarded: yrs re-decodes its own pending
-/// structs here, which came from clients (signaling/tests/collab.rs hit an add overflow in
-/// `merge_pending_v1` once in ~30 runs before `check_clocks` refused such updates).
-fn state_since(doc: &yrs::Doc, sv: &StateVector) -> Result<Vec<u8>, String> {
+/// The document's state after `sv`, as one update. Guarded: yrs re-encodes and re-decodes its
+/// pending structs here (`merge_pending_v1` unwraps), and those came from clients
+/// (signaling/tests/collab.rs hit an add overflow there once in ~30 runs before `check_clocks`,
+/// and a failed merge once in CI after it). Pending structs can never be integrated, so when
+/// they cannot be encoded they are dropped and the integrated document is sent: a newcomer
+/// must never be refused the document because of them.
+fn state_since(
+    service: &Inner,
+    room: &str,
+    doc: &yrs::Doc,
+    sv: &StateVector,
+) -> Result<Vec<u8>, String> {
+    let first = guarded(|| Ok(doc.transact().encode_state_as_update_v1(sv)));
+    let Err(e) = first else { return first };
+    let dropped = guarded(|| {
+        use yrs::WriteTxn as _;
+        Ok(doc.transact_mut().prune_pending().is_some())
+    })?;
+    if !dropped {
+        return Err(e);
+    }
+    service
+        .metrics
+        .pending_dropped
+        .fetch_add(1, Ordering::Relaxed);
+    warn!(room, error = %e, "collab: pending updates cannot be encoded; dropped them");
     guarded(|| Ok(doc.transact().encode_state_as_update_v1(sv)))
 }
 
@@ -693,7 +747,7 @@ impl Conn {
         match msg {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let st = self.lock()?;
-                let diff = state_since(st.awareness.doc(), &sv).map_err(|e| {
+                let diff = state_since(&self.service, &self.room.name, st.awareness.doc(), &sv).map_err(|e| {
                     warn!(room = %self.room.name, error = %e, "collab: cannot encode the document");
                     Close::new(1011, "the document cannot be encoded")
                 })?;
@@ -763,20 +817,74 @@ impl Conn {
                 format!("malformed document update: {e}"),
             ))
         })?;
-        {
-            let st = self.lock()?;
-            let mut txn = st.awareness.doc().transact_mut();
-            guarded(|| txn.apply_update(update).map_err(|e| e.to_string())).map_err(|e| {
-                self.bad(Close::new(
-                    CLOSE_MALFORMED,
-                    format!("document update refused: {e}"),
-                ))
-            })?;
-            // Sent while the room is locked: the log's order is the order applied.
-            let _ = self.room.log.send(Logged {
+        let mut st = self.lock()?;
+        let mut txn = st.awareness.doc().transact_mut();
+        guarded(|| txn.apply_update(update).map_err(|e| e.to_string())).map_err(|e| {
+            self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!("document update refused: {e}"),
+            ))
+        })?;
+        let pending = txn.has_missing_updates();
+        let over =
+            pending && st.pending_bytes + bytes.len() > self.service.settings.max_pending_bytes;
+        if over {
+            use yrs::WriteTxn as _;
+            let _ = guarded(|| Ok(txn.prune_pending()));
+        }
+        drop(txn);
+        let len = bytes.len();
+        let update = if over {
+            // What this update integrated must be logged and sent, its dropped pending part
+            // must not (it would come back on reload and reach every client): the document as
+            // it now is stands in for it, and the next batch takes a snapshot, so the journal
+            // forgets the pending updates logged before.
+            st.updates_since_snapshot = self.service.settings.snapshot_every;
+            state_since(
+                &self.service,
+                &self.room.name,
+                st.awareness.doc(),
+                &StateVector::default(),
+            )
+            .map(Bytes::from)
+            .map_err(|e| {
+                warn!(room = %self.room.name, error = %e, "collab: cannot encode the document");
+                Close::new(1011, "the document cannot be encoded")
+            })?
+        } else {
+            Bytes::from(bytes)
+        };
+        // Sent while the room is locked: the log's order is the order applied.
+        self.service.unlogged.fetch_add(1, Ordering::AcqRel);
+        if self
+            .room
+            .log
+            .send(Logged {
                 from: self.id,
-                update: Bytes::from(bytes),
-            });
+                update,
+            })
+            .is_err()
+        {
+            self.service.unlogged.fetch_sub(1, Ordering::AcqRel);
+        }
+        st.pending_bytes = if pending && !over {
+            st.pending_bytes + len
+        } else {
+            0
+        };
+        if over {
+            drop(st);
+            self.service
+                .metrics
+                .pending_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            let max = self.service.settings.max_pending_bytes;
+            return Err(self.bad(Close::new(
+                CLOSE_MALFORMED,
+                format!(
+                    "over {max} bytes of updates waiting for edits the server never received: dropped them"
+                ),
+            )));
         }
         Ok(())
     }
@@ -1045,8 +1153,10 @@ async fn log_task(
             .journal
             .commit(name.clone(), store.clone(), updates)
             .await;
-        // The room is gone once its last connection and the service let go of it.
-        let Some(room) = room.upgrade() else { break };
+        service.unlogged.fetch_sub(batch.len(), Ordering::AcqRel);
+        // The room is gone once its last connection and the service let go of it; what it
+        // applied before is still queued here and is logged before `recv` ends.
+        let Some(room) = room.upgrade() else { continue };
         if let Err(e) = written {
             // Not durable: not acknowledged. The senders still have them and resend on
             // reconnect (sync step 1 from the server's state would miss them otherwise).
@@ -1105,9 +1215,14 @@ async fn log_task(
             st.updates_since_snapshot += batch.len();
             if st.updates_since_snapshot >= snapshot_every {
                 st.updates_since_snapshot = 0;
-                state_since(st.awareness.doc(), &StateVector::default())
-                    .map_err(|e| warn!(room = %room.name, error = %e, "collab: snapshot not taken"))
-                    .ok()
+                state_since(
+                    &service,
+                    &room.name,
+                    st.awareness.doc(),
+                    &StateVector::default(),
+                )
+                .map_err(|e| warn!(room = %room.name, error = %e, "collab: snapshot not taken"))
+                .ok()
             } else {
                 None
             }
@@ -1196,11 +1311,15 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
         drop(rooms);
         info!(room = %room.name, "collab document unloaded (no clients)");
         if let Some(r) = &service.remote {
-            let state = room
-                .state
-                .lock()
+            let state = room.state.lock().ok().and_then(|st| {
+                state_since(
+                    &service,
+                    &room.name,
+                    st.awareness.doc(),
+                    &StateVector::default(),
+                )
                 .ok()
-                .and_then(|st| state_since(st.awareness.doc(), &StateVector::default()).ok());
+            });
             if let Some(state) = state {
                 put_remote(&service, r, &room.name, state).await;
             }
@@ -1265,7 +1384,13 @@ impl Collab {
             .into_iter()
             .filter_map(|r| {
                 let st = r.state.lock().ok()?;
-                let full = state_since(st.awareness.doc(), &StateVector::default()).ok()?;
+                let full = state_since(
+                    &self.inner,
+                    &r.name,
+                    st.awareness.doc(),
+                    &StateVector::default(),
+                )
+                .ok()?;
                 Some((r.shared_name.clone(), full))
             })
             .collect()
