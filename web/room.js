@@ -1,10 +1,31 @@
-// Live room client: publishes camera (simulcast) + mic, receives everyone else, chat over a
-// data channel, signaling over /rtc/{room}.
+// Live room client: publishes camera (simulcast) + mic, receives everyone else; signaling and
+// chat (ordered, with history: each message has the server's `seq`) over /rtc/{room}.
 import { $, log, params, preferCodec, room, simulcastFor, token, wsUrl } from '/assets/common.js';
 
 const tiles = new Map(); // participant id -> { el, video, stream, name }
 const mids = new Map(); // mid -> { track, participant }
-let pc, ws, chat, me, videoSender, resumeKey, dropDeadline = 0, leaving = false;
+let pc, ws, me, videoSender, resumeKey, dropDeadline = 0, leaving = false;
+// The last chat message this page has: a reconnect asks for what came after it.
+let chatSeq = null, chatId = 0;
+const unacked = new Map(); // chat id -> text sent, not yet acknowledged (resent on reconnect)
+
+function showChat(m) {
+  window.aulaRoom.chatFrames.push(m.seq); // as received: the server sends each once
+  if (chatSeq !== null && m.seq <= chatSeq) return; // already shown
+  chatSeq = m.seq;
+  window.aulaRoom.chat.push(m);
+  const line = document.createElement('div');
+  line.textContent = `${m.identity}: ${m.text}`;
+  line.title = new Date(m.at).toLocaleTimeString();
+  $('#chat-log').append(line);
+  $('#chat-log').scrollTop = $('#chat-log').scrollHeight;
+}
+
+function sendChat(text) {
+  const id = `${Date.now().toString(36)}-${++chatId}`;
+  unacked.set(id, text);
+  send({ type: 'chat', id, text });
+}
 
 function tile(pid, name) {
   let t = tiles.get(String(pid));
@@ -115,9 +136,22 @@ async function onMessage(m) {
       window.aulaRoom.layersNeeded = m.rids;
       break;
     }
+    case 'chat':
+      showChat(m);
+      break;
+    case 'chat_ack':
+      unacked.delete(m.id);
+      break;
+    case 'chat_synced':
+      if (m.truncated) log('some older chat messages are no longer kept');
+      if (chatSeq === null) chatSeq = m.last;
+      // Sent before the drop and never acknowledged: the server may not have them.
+      for (const [id, text] of unacked) send({ type: 'chat', id, text });
+      break;
     case 'error':
       log(`server: ${m.message}`);
       window.aulaRoom.errors.push(m.message);
+      if (m.id !== undefined) unacked.delete(m.id);
       break;
     case 'closed':
       // Ended by the server (removed, or replaced by the same identity elsewhere): no resume.
@@ -135,7 +169,7 @@ async function start() {
     video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
   });
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], speakers: [], resumed: 0, left: [] };
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], speakers: [], resumed: 0, left: [] };
   const self = tile('self', 'me');
   self.stream.addTrack(stream.getVideoTracks()[0]);
   self.video.muted = true;
@@ -146,14 +180,6 @@ async function start() {
   preferCodec(vt, params.get('codec'));
   videoSender = vt.sender;
   pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
-  chat = pc.createDataChannel('chat');
-  chat.onmessage = (e) => {
-    const m = JSON.parse(e.data);
-    window.aulaRoom.chat.push(m);
-    const line = document.createElement('div');
-    line.textContent = `${m.from}: ${m.text}`;
-    $('#chat-log').append(line);
-  };
   // The room's whiteboard and code editor: a Yjs document over the `yjs` data channel.
   const yjs = pc.createDataChannel('yjs', { ordered: true });
   let identity = 'me';
@@ -177,7 +203,7 @@ async function start() {
   $('#chat-form').onsubmit = (e) => {
     e.preventDefault();
     const text = $('#chat-input').value;
-    if (text && chat.readyState === 'open') { chat.send(text); $('#chat-input').value = ''; }
+    if (text) { sendChat(text); $('#chat-input').value = ''; }
   };
   $('#quality').onchange = () => send({ type: 'layer', quality: $('#quality').value });
   $('#leave').onclick = () => { leaving = true; send({ type: 'leave' }); pc.close(); };
@@ -186,7 +212,7 @@ async function start() {
 // Signaling socket; after an unexpected drop, resume the same participant for up to 9 s
 // (the server keeps it 10 s).
 function connect(resume) {
-  const q = `token=${encodeURIComponent(token)}${resume ? `&resume=${encodeURIComponent(resumeKey)}` : ''}`;
+  const q = `token=${encodeURIComponent(token)}${resume ? `&resume=${encodeURIComponent(resumeKey)}` : ''}${chatSeq !== null ? `&chat_after=${chatSeq}` : ''}`;
   ws = new WebSocket(wsUrl(`/rtc/${encodeURIComponent(room)}?${q}`));
   // Handle messages strictly in order: an answer must be applied before the next offer.
   let chain = Promise.resolve();

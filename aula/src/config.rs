@@ -23,6 +23,8 @@ pub struct Config {
     pub egress: egress::QueueSettings,
     /// Rooms' shared documents (`/collab/{room}`).
     pub collab: signaling::collab::CollabSettings,
+    /// Room chat history (`{storage.dir}/chat`).
+    pub chat: signaling::chat::ChatSettings,
     /// TURN relays (coturn) for clients behind firewalls.
     pub turn: signaling::turn::TurnSettings,
 }
@@ -141,6 +143,7 @@ impl Default for Config {
             signing: Signing::default(),
             egress: egress::QueueSettings::default(),
             collab: signaling::collab::CollabSettings::default(),
+            chat: signaling::chat::ChatSettings::default(),
             turn: signaling::turn::TurnSettings::default(),
         }
     }
@@ -206,6 +209,7 @@ impl Config {
         c.hls.check().map_err(anyhow::Error::msg)?;
         c.egress.check().map_err(anyhow::Error::msg)?;
         c.collab.check().map_err(anyhow::Error::msg)?;
+        c.chat.check().map_err(anyhow::Error::msg)?;
         c.turn.check().map_err(anyhow::Error::msg)?;
         Ok(c)
     }

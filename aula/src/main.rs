@@ -1,4 +1,5 @@
 //! `aula`: the one binary. `serve` runs everything in one process; `token` mints access tokens.
+#![deny(unsafe_code)]
 
 mod config;
 mod egress_cmd;
@@ -229,9 +230,12 @@ fn serve(cfg: Config) -> Result<()> {
             collab_remote,
         )
         .context("opening the collaboration store")?;
+        let chat = signaling::chat::Chat::new(cfg.storage.dir.join("chat"), cfg.chat.clone())
+            .context("opening the chat history store")?;
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
-            .with_collab(collab.clone());
+            .with_collab(collab.clone())
+            .with_chat(chat);
         let refusals = Arc::new(http_serve::Refusals::default());
         let state = {
             let r = refusals.clone();

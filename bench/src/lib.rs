@@ -1,5 +1,6 @@
 //! Benchmarks and load generators: SFU fan-out, collab, ladder, HLS latency. Shared here: an
 //! `aula serve` started for a bench, with its tokens, metrics and CPU time.
+#![deny(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,7 @@
 //! Egress: a broadcast's RTP through the transcoder (the room's ladder) into LL-HLS objects in
 //! storage, with status, metrics and signed viewer URLs. A job is one broadcast: a unique key
 //! prefix `{room}/{broadcast}`; a restarted job continues that prefix after a discontinuity.
+#![deny(unsafe_code)]
 
 mod error;
 pub mod frame_size;
@@ -16,7 +17,7 @@ mod webhook;
 mod worker;
 
 pub use error::EgressError;
-pub use ids::{new_broadcast_id, new_epoch};
+pub use ids::{new_broadcast_id, new_epoch, valid_name};
 pub use job::{JobState, JobStatus};
 pub use queue::QueueSettings;
 pub use service::{ladder, Broadcast, Egress, StartRequest};

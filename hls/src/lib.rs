@@ -1,6 +1,7 @@
 //! LL-HLS from CMAF parts: media playlists with parts, preload hints and blocking reload, a
 //! sliding live window and an event playlist that becomes VOD, master playlists with measured
 //! bandwidth; the objects to store (media before the playlists that name it); signed URLs.
+#![deny(unsafe_code)]
 
 mod object;
 mod origin;

@@ -1,6 +1,7 @@
 //! Ladder profiles per geography: rungs (resolution, frame rate, bitrate, H.264 profile/level,
 //! keyframe interval) plus audio, their validation, the shipped profiles and throughput
 //! distributions, and the optimiser that picks rungs from measured rate-quality points.
+#![deny(unsafe_code)]
 
 pub mod geo;
 mod h264_level;

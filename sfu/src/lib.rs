@@ -5,6 +5,7 @@
 //! UDP port and one thread, and hands the async world a [`server::SfuHandle`].
 //!
 //! Nouns used everywhere: Room, Participant, Track, Subscription, Layer.
+#![deny(unsafe_code)]
 
 mod core;
 mod error;

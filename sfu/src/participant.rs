@@ -32,7 +32,6 @@ pub struct Participant {
     pub pending: Option<SdpPendingOffer>,
     /// The client's first offer was accepted (server offers may follow).
     pub negotiated: bool,
-    pub chat: Option<ChannelId>,
     /// The `yjs` data channel: the room's shared document (handled by the signaling layer).
     pub app: Option<ChannelId>,
     pub created: Instant,
@@ -68,7 +67,6 @@ impl Participant {
             unbound: Vec::new(),
             pending: None,
             negotiated: false,
-            chat: None,
             app: None,
             created: now,
             last_rx: None,

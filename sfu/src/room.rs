@@ -22,8 +22,6 @@ use crate::transport::{
     Output, Rid,
 };
 
-/// Chat messages over the data channel larger than this are dropped.
-pub const MAX_CHAT_BYTES: usize = 16 * 1024;
 /// Audio is budgeted at this rate when splitting a subscriber's bandwidth among videos.
 const AUDIO_BPS: u64 = 64_000;
 
@@ -303,20 +301,18 @@ impl Room {
             Event::KeyframeRequest(req) => self.keyframe_from_subscriber(now, pid, req.mid, out),
             Event::ChannelOpen(cid, label) => {
                 if let Some(p) = self.participants.get_mut(&pid) {
-                    if label == "chat" {
-                        p.chat = Some(cid);
-                    } else if label == "yjs" {
+                    // Chat goes over the room WebSocket (ordered, durable: signaling's
+                    // `chat`); other channels than the document's are not ours.
+                    if label == "yjs" {
                         p.app = Some(cid);
                         out.signal(pid, Signal::AppOpen);
                     }
                 }
             }
-            Event::ChannelData(d) => {
-                if self.participants.get(&pid).and_then(|p| p.app) == Some(d.id) {
-                    out.signal(pid, Signal::AppData { data: d.data });
-                } else {
-                    self.relay_chat(pid, d.id, &d.data);
-                }
+            Event::ChannelData(d)
+                if self.participants.get(&pid).and_then(|p| p.app) == Some(d.id) =>
+            {
+                out.signal(pid, Signal::AppData { data: d.data });
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.participants.get_mut(&pid) {
@@ -622,45 +618,6 @@ impl Room {
         let ok = ch.write(true, data).is_ok();
         self.touch(pid);
         ok
-    }
-
-    fn relay_chat(&mut self, from: ParticipantId, cid: transport::ChannelId, data: &[u8]) {
-        let Some(p) = self.participants.get(&from) else {
-            return;
-        };
-        if p.chat != Some(cid) {
-            return;
-        }
-        if !p.perms.publish_data {
-            warn!(participant = %from, "chat message without publish_data grant dropped");
-            return;
-        }
-        if data.len() > MAX_CHAT_BYTES {
-            warn!(participant = %from, len = data.len(), "oversized chat message dropped");
-            return;
-        }
-        let msg = serde_json::json!({
-            "from": p.identity,
-            "participant": from,
-            "text": String::from_utf8_lossy(data),
-        })
-        .to_string();
-        let targets: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|o| o.id != from && o.chat.is_some())
-            .map(|o| o.id)
-            .collect();
-        for t in targets {
-            if let Some(o) = self.participants.get_mut(&t) {
-                if let Some(mut ch) = o.chat.and_then(|c| o.rtc.channel(c)) {
-                    if let Err(e) = ch.write(false, msg.as_bytes()) {
-                        debug!(participant = %t, "chat write failed: {e}");
-                    }
-                }
-            }
-            self.touch(t);
-        }
     }
 
     /// Server-initiated renegotiation for a room client: add m-lines for new subscriptions,

@@ -33,6 +33,7 @@ impl From<TokenError> for ApiError {
             TokenError::WrongRoom | TokenError::MissingGrant(_) => {
                 ApiError::Forbidden(e.to_string())
             }
+            TokenError::BadRoom => ApiError::BadRequest(e.to_string()),
             _ => ApiError::Unauthorized(e),
         }
     }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub extra_metrics: Option<MetricsWriter>,
     /// TURN servers and their shared secret, for clients behind firewalls.
     pub turn: crate::turn::TurnSettings,
+    /// Room chat with history, over the room WebSocket.
+    pub chat: Option<crate::chat::Chat>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             collab: None,
             extra_metrics: None,
             turn: crate::turn::TurnSettings::default(),
+            chat: None,
         }
     }
 
@@ -66,6 +69,11 @@ impl AppState {
         self.collab
             .clone()
             .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))
+    }
+
+    pub fn with_chat(mut self, c: crate::chat::Chat) -> AppState {
+        self.chat = Some(c);
+        self
     }
 
     pub fn with_collab(mut self, c: crate::collab::Collab) -> AppState {
@@ -152,6 +160,9 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> imp
         e.render_metrics(&mut out);
     }
     if let Some(c) = &s.collab {
+        c.render_metrics(&mut out);
+    }
+    if let Some(c) = &s.chat {
         c.render_metrics(&mut out);
     }
     if let Some(f) = &s.extra_metrics {

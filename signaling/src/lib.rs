@@ -1,7 +1,9 @@
 //! aula's service layer: HTTP + WebSocket API over the SFU (tokens, WHIP/WHEP, room signaling,
 //! pages, metrics). Room logic lives in `sfu`; this crate only translates.
+#![deny(unsafe_code)]
 
 mod broadcasts;
+pub mod chat;
 pub mod collab;
 mod error;
 mod http;

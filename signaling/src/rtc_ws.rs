@@ -1,9 +1,13 @@
 //! `GET /rtc/{room}?token=...`: the room signaling WebSocket (JSON messages).
 //!
-//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`.
-//! Server -> client: `joined`, `answer`, `error`, `pong`, and every [`sfu::Signal`]
-//! (`offer`, `participant_joined`, `participant_left`, `track_published`, `track_unpublished`,
-//! `subscribed`, `speakers`, `layers_needed`, `closed`).
+//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`.
+//! Server -> client: `joined`, `answer`, `error`, `pong`, `chat`, `chat_ack`, `chat_synced`,
+//! and every [`sfu::Signal`] (`offer`, `participant_joined`, `participant_left`,
+//! `track_published`, `track_unpublished`, `subscribed`, `speakers`, `layers_needed`, `closed`).
+//!
+//! Chat (`crate::chat`): after `joined`/`resumed` the server sends the messages after
+//! `?chat_after=N` (or the last `chat.backlog` without it), each a `chat` with its `seq`, then
+//! `chat_synced`; then live `chat` messages follow, in order, each once.
 
 use std::time::Duration;
 
@@ -40,6 +44,8 @@ pub struct TokenQuery {
     pub token: Option<String>,
     /// The `resume` key from `joined`: reattach to the same participant after a dropped socket.
     pub resume: Option<String>,
+    /// The last chat sequence number the client has: it is sent what came after.
+    pub chat_after: Option<u64>,
 }
 
 /// A room client that may resume on a new WebSocket.
@@ -83,6 +89,12 @@ enum ClientMsg {
     },
     Leave,
     Ping,
+    Chat {
+        text: String,
+        /// The client's own id for the message, echoed in `chat_ack` or `error`.
+        #[serde(default)]
+        id: serde_json::Value,
+    },
 }
 
 pub async fn upgrade(
@@ -110,10 +122,17 @@ pub async fn upgrade(
     };
     Ok(crate::ws_io::tuned(ws)
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(s, room, claims, entry, socket)))
+        .on_upgrade(move |socket| session(s, room, claims, entry, q.chat_after, socket)))
 }
 
-async fn session(s: AppState, room: String, claims: Claims, entry: Entry, socket: WebSocket) {
+async fn session(
+    s: AppState,
+    room: String,
+    claims: Claims,
+    entry: Entry,
+    chat_after: Option<u64>,
+    socket: WebSocket,
+) {
     let (mut tx, mut rx) = socket.split();
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
     let entered = match entry {
@@ -135,10 +154,35 @@ async fn session(s: AppState, room: String, claims: Claims, entry: Entry, socket
         let write = claims.grants.publish_data || claims.grants.admin;
         crate::collab::dc::DcLink::new(c, s.sfu.clone(), pid, room.clone(), write)
     });
-    let end = if tx.send(json(&hello)).await.is_err() {
-        End::Dropped
-    } else {
-        run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut link).await
+    let mut end = None;
+    if tx.send(json(&hello)).await.is_err() {
+        end = Some(End::Dropped);
+    }
+    let mut chat = None;
+    if let (None, Some(c)) = (&end, &s.chat) {
+        let write = claims.grants.publish_data || claims.grants.admin;
+        match crate::chat::ChatSession::open(c, &room, &claims.sub, pid.0, write, chat_after).await
+        {
+            Ok((session, first)) => {
+                chat = Some(session);
+                for f in first {
+                    if tx.send(Message::Text(f.as_ref().into())).await.is_err() {
+                        end = Some(End::Dropped);
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(participant = %pid, %room, error = %e, "chat unavailable for this session");
+                let _ = tx
+                    .send(json(&error_msg(&format!("chat unavailable: {e}"))))
+                    .await;
+            }
+        }
+    }
+    let end = match end {
+        Some(e) => e,
+        None => run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut link, &mut chat).await,
     };
     let _ = tx.close().await;
     match end {
@@ -268,6 +312,7 @@ async fn run(
     rx: &mut WsRx,
     sig_rx: &mut mpsc::UnboundedReceiver<Signal>,
     link: &mut Option<crate::collab::dc::DcLink>,
+    chat: &mut Option<crate::chat::ChatSession>,
 ) -> End {
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
@@ -299,7 +344,7 @@ async fn run(
                         return End::Dropped;
                     }
                 };
-                match handle(s, pid, &text, &mut offers).await {
+                match handle(s, pid, &text, &mut offers, chat).await {
                     Ok(Some(reply)) => {
                         if reply["type"] == "error" {
                             errors += 1;
@@ -315,6 +360,13 @@ async fn run(
                 if errors > MAX_ERRORS {
                     crate::ws_io::close_and_drain(tx, rx, 4400, "too many bad messages").await;
                     return End::Left;
+                }
+            }
+            frames = chat_next(chat) => {
+                for f in frames {
+                    if tx.send(Message::Text(f.as_ref().into())).await.is_err() {
+                        return End::Dropped;
+                    }
                 }
             }
             out = collab_next(link) => {
@@ -356,6 +408,13 @@ async fn run(
 
 struct Leave;
 
+async fn chat_next(chat: &mut Option<crate::chat::ChatSession>) -> Vec<std::sync::Arc<str>> {
+    match chat.as_mut() {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn collab_next(link: &mut Option<crate::collab::dc::DcLink>) -> crate::collab::Out {
     match link.as_mut() {
         Some(l) => l.next().await,
@@ -369,6 +428,7 @@ async fn handle(
     pid: sfu::ParticipantId,
     text: &str,
     offers: &mut crate::rate::TokenBucket,
+    chat: &mut Option<crate::chat::ChatSession>,
 ) -> Result<Option<serde_json::Value>, Leave> {
     let msg = match serde_json::from_str::<ClientMsg>(text) {
         Ok(m) => m,
@@ -400,6 +460,12 @@ async fn handle(
             .map(|_| None),
         ClientMsg::Leave => return Err(Leave),
         ClientMsg::Ping => Ok(Some(serde_json::json!({"type": "pong"}))),
+        ClientMsg::Chat { text, id } => {
+            return Ok(Some(match chat.as_mut() {
+                Some(c) => c.send(text, id).await,
+                None => error_msg("chat is not enabled on this server"),
+            }))
+        }
     };
     Ok(match r {
         Ok(v) => v,

@@ -49,6 +49,8 @@ pub enum TokenError {
     WrongRoom,
     #[error("access token lacks the {0} grant")]
     MissingGrant(&'static str),
+    #[error("room names are 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.' (not . or ..)")]
+    BadRoom,
 }
 
 /// The API key/secret pair tokens are signed with.
@@ -126,6 +128,10 @@ impl TokenKeys {
 
     /// Verifies and checks the token is for `room` (admins may hold `*`).
     pub fn verify_for_room(&self, token: &str, room: &str) -> Result<Claims, TokenError> {
+        // Room names become directory names (collab, chat) and object keys (egress).
+        if !egress::valid_name(room) {
+            return Err(TokenError::BadRoom);
+        }
         let c = self.verify(token)?;
         if c.room != room && !(c.grants.admin && c.room == "*") {
             return Err(TokenError::WrongRoom);
@@ -155,6 +161,14 @@ mod tests {
         assert_eq!(c.sub, "ana");
         assert_eq!(c.grants, g);
         assert_eq!(k.verify_for_room(&t, "art"), Err(TokenError::WrongRoom));
+        // Room names become directory names: nothing that could leave the storage directory.
+        for bad in ["..", ".", "a/b", "", "a b", &"x".repeat(129)] {
+            assert_eq!(
+                k.verify_for_room(&t, bad),
+                Err(TokenError::BadRoom),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! x264 -> `cmafmux` -> appsink; Opus -> AAC-LC in its own CMAF track. Keyframes are forced at the
 //! same PTS in every rendition on a shared segment grid, and fragments are split into parts
 //! (CMAF chunks) for LL-HLS.
+#![deny(unsafe_code)]
 
 mod error;
 mod init;

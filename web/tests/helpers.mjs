@@ -279,3 +279,19 @@ export function avSkew(s) {
   const common = Object.keys(a).filter((sn) => sn in v);
   return { segments: common.length, skew: Math.max(0, ...common.map((sn) => Math.abs(a[sn] - v[sn]))) };
 }
+
+// A room signaling client without media (`/rtc/{room}`): { ws, msgs, closed, next(pred, ms,
+// what), chat(text, id), close() }. `query`: more URL parameters (`chat_after=N`, say).
+export async function roomSocket(base, room, token, query = '') {
+  const { default: WebSocket } = await import('ws');
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/rtc/${room}?token=${token}${query ? `&${query}` : ''}`);
+  const c = { ws, msgs: [], closed: null };
+  ws.on('message', (d) => c.msgs.push(JSON.parse(d.toString())));
+  ws.on('close', (code, reason) => { c.closed = { code, reason: reason.toString() }; });
+  ws.on('error', () => {});
+  c.next = (pred, ms = 10_000, what = 'a message') => waitFor(() => c.msgs.find(pred), ms, what);
+  c.chat = (text, id) => ws.send(JSON.stringify({ type: 'chat', text, id }));
+  c.close = () => ws.close();
+  await c.next((m) => m.type === 'chat_synced', 10_000, 'chat_synced');
+  return c;
+}

@@ -5,6 +5,7 @@
 //! (`y-websocket/bin/server.cjs` from web/node_modules), and the ratio.
 //!
 //! `cargo run --release -p bench --bin collab -- --rooms 50 --editors 30 --rate 7.5 --seconds 20`
+#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@
 //! arrival: in this one process that is the send time; the bench checks that against its own
 //! record of the first packet). Prints p50/p95 of both, and the position a player holding back
 //! the standard amount (PART-HOLD-BACK for LL-HLS, 3 target durations for HLS) plays at.
+#![deny(unsafe_code)]
 
 use std::collections::HashSet;
 use std::sync::mpsc::sync_channel;

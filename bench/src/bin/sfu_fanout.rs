@@ -5,6 +5,7 @@
 //! Prints, per N: subscribers connected, forwarded packets/s (received by subscribers and sent
 //! by the server), server CPU seconds per second per 100 subscriber tracks, p50/p99 forwarding
 //! delay (publisher send -> subscriber receive, same process clock) and loss (sequence gaps).
+#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
