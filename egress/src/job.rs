@@ -46,8 +46,15 @@ pub struct JobStatus {
     pub keyframe_requests: u64,
     pub packets_in: u64,
     pub packets_rejected: u64,
-    /// Media produced per wall second (1.0 = real time).
+    /// Media produced per wall second over the last 10 s by the slowest video rendition
+    /// (1.0 = real time; audio where there is no video).
     pub encoder_speed: f64,
+    /// How far the furthest-behind video rendition's newest output is behind live.
+    #[serde(default)]
+    pub lag_ms: u64,
+    /// Speed and lag of each rendition.
+    #[serde(default)]
+    pub renditions: Vec<crate::speed::RenditionSpeed>,
     pub objects_stored: u64,
     pub bytes_stored: u64,
     /// Time from queueing to stored of the latest object.
@@ -93,6 +100,8 @@ impl JobStatus {
             packets_in: 0,
             packets_rejected: 0,
             encoder_speed: 0.0,
+            lag_ms: 0,
+            renditions: Vec::new(),
             objects_stored: 0,
             bytes_stored: 0,
             upload_lag_ms: 0,
@@ -283,6 +292,8 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     let mut audio_segments = 0u64;
     let mut failure: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut meter = crate::speed::SpeedMeter::default();
+    let mut packets_seen = 0u64;
     let mut stalled: std::collections::HashMap<RenditionId, std::time::Instant> =
         std::collections::HashMap::new();
     loop {
@@ -299,13 +310,27 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     break;
                 }
                 let st = tc.stats();
+                if st.packets_in == packets_seen {
+                    // No input this second: nothing to judge the encoder by; the figures
+                    // keep their last values.
+                    meter.reset();
+                } else {
+                    meter.sample(st.wall, &st.rendition_ends);
+                }
+                packets_seen = st.packets_in;
+                let job_speed = meter.job();
+                let renditions = meter.renditions();
                 shared.update(|s| {
                     s.packets_in = st.packets_in;
                     s.packets_rejected = st.packets_rejected;
                     s.keyframe_requests = st.keyframe_requests;
                     s.parts = st.parts_out;
-                    if st.wall > Duration::from_secs(2) {
-                        s.encoder_speed = st.media_out.as_secs_f64() / st.wall.as_secs_f64();
+                    if let Some((speed, lag)) = job_speed {
+                        s.encoder_speed = speed;
+                        s.lag_ms = lag;
+                    }
+                    if !renditions.is_empty() {
+                        s.renditions = renditions.into_iter().map(|(_, r)| r).collect();
                     }
                 });
                 continue;

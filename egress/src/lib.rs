@@ -12,6 +12,7 @@ mod remote;
 mod service;
 mod settings;
 mod source;
+pub mod speed;
 mod tracks;
 mod webhook;
 mod worker;

@@ -381,7 +381,7 @@ impl Egress {
             "# TYPE aula_egress_upload_blocked_ms_total counter\naula_egress_upload_blocked_ms_total {}",
             sum(|j| j.upload_blocked_ms)
         );
-        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_upload_queued gauge\n");
+        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_lag_ms gauge\n# TYPE aula_egress_rendition_speed gauge\n# TYPE aula_egress_rendition_lag_ms gauge\n# TYPE aula_egress_upload_queued gauge\n");
         for j in jobs.iter().filter(|j| !is_over(j.state)) {
             let _ = writeln!(
                 out,
@@ -390,9 +390,16 @@ impl Egress {
             );
             let _ = writeln!(
                 out,
-                "aula_egress_encoder_speed{{job=\"{}\"}} {:.3}",
-                j.id, j.encoder_speed
+                "aula_egress_encoder_speed{{job=\"{}\"}} {:.3}\naula_egress_lag_ms{{job=\"{}\"}} {}",
+                j.id, j.encoder_speed, j.id, j.lag_ms
             );
+            for r in &j.renditions {
+                let _ = writeln!(
+                    out,
+                    "aula_egress_rendition_speed{{job=\"{}\",rendition=\"{}\"}} {:.3}\naula_egress_rendition_lag_ms{{job=\"{}\",rendition=\"{}\"}} {}",
+                    j.id, r.rendition, r.speed, j.id, r.rendition, r.lag_ms
+                );
+            }
             let _ = writeln!(
                 out,
                 "aula_egress_upload_queued{{job=\"{}\"}} {}",

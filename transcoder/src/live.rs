@@ -32,6 +32,9 @@ pub struct Stats {
     /// encoder speed (1.0 = real time).
     pub media_out: Duration,
     pub wall: Duration,
+    /// Each rendition's furthest part end, in running time (the pipeline's clock since it
+    /// started, which is also `wall`'s origin): `wall - end` is how far it is behind live.
+    pub rendition_ends: Vec<(RenditionId, Duration)>,
 }
 
 #[derive(Default)]
@@ -45,6 +48,7 @@ struct Counters {
     last_input: AtomicU64,
     first_pts: Mutex<Option<Duration>>,
     media_end: Mutex<Duration>,
+    rendition_ends: Mutex<HashMap<RenditionId, Duration>>,
     last_part: Mutex<HashMap<RenditionId, Instant>>,
     last_reject: Mutex<Option<Reject>>,
 }
@@ -395,6 +399,15 @@ impl Transcoder {
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             media_out: end.saturating_sub(first),
             wall: self.started.elapsed(),
+            rendition_ends: c
+                .rendition_ends
+                .lock()
+                .map(|m| {
+                    let mut v: Vec<_> = m.iter().map(|(r, e)| (*r, *e)).collect();
+                    v.sort_by_key(|(r, _)| *r);
+                    v
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -512,6 +525,10 @@ fn sink_callbacks(
                     f.get_or_insert(chunk.pts);
                 }
                 if let Ok(mut e) = counters.media_end.lock() {
+                    *e = (*e).max(chunk.pts + chunk.duration);
+                }
+                if let Ok(mut m) = counters.rendition_ends.lock() {
+                    let e = m.entry(rendition).or_default();
                     *e = (*e).max(chunk.pts + chunk.duration);
                 }
                 if let Ok(mut l) = counters.last_part.lock() {
