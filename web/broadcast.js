@@ -1,5 +1,5 @@
 // Go live from the browser: camera + mic over WHIP (simulcast q/h/f), with status and bitrate.
-import { $, log, params, preferCodec, room, simulcastFor, token } from '/assets/common.js';
+import { $, iceConfig, log, params, preferCodec, room, simulcastFor, token } from '/assets/common.js';
 
 let pc, stream, resource, timer, lastBytes = 0, lastAt = 0;
 const state = { status: 'idle', kbps: 0, error: null };
@@ -19,7 +19,7 @@ async function preview() {
 async function goLive() {
   $('#golive').disabled = true;
   setStatus('connecting');
-  pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  pc = new RTCPeerConnection(await iceConfig());
   state.pc = pc;
   const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
     direction: 'sendonly', streams: [stream],

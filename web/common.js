@@ -46,3 +46,18 @@ export function preferCodec(transceiver, name) {
   const rest = caps.filter((c) => !want.includes(c));
   transceiver.setCodecPreferences([...want, ...rest]);
 }
+
+// The RTCPeerConnection configuration for a WHIP/WHEP page: the TURN relays aula mints for
+// this token (`turn.*`; none when it has none), fetched before the offer so the first ICE
+// gathering already has relay candidates. `?ice=relay` forces them (a network that blocks UDP
+// to the server). The same relays come in the WHIP/WHEP answer's `Link` headers for other
+// clients; a page cannot use those without an ICE restart, which WHIP does without trickle.
+export async function iceConfig() {
+  const config = { bundlePolicy: 'max-bundle' };
+  try {
+    const r = await fetch(`/api/rooms/${encodeURIComponent(room)}/ice-servers`, { headers: { Authorization: `Bearer ${token}` } });
+    if (r.ok) config.iceServers = (await r.json()).ice_servers;
+  } catch (e) { log(`ICE servers unavailable: ${e}`); }
+  if (params.get('ice') === 'relay') config.iceTransportPolicy = 'relay';
+  return config;
+}

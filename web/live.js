@@ -1,12 +1,12 @@
 // Low-latency viewer over WHEP: recvonly audio + video; ?quality=low|medium|high picks the layer.
-import { $, log, params, room, token } from '/assets/common.js';
+import { $, iceConfig, log, params, room, token } from '/assets/common.js';
 
 const state = { status: 'connecting', error: null };
 window.aulaLive = state;
 
 async function watch() {
   $('#room-name').textContent = room;
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  const pc = new RTCPeerConnection(await iceConfig());
   state.pc = pc;
   pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });

@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(whip::whep_delete).patch(whip::session_patch),
         )
         .route("/api/rooms/{room}", get(room_info))
+        .route("/api/rooms/{room}/ice-servers", get(ice_servers))
         .route("/api/broadcasts/{room}", get(broadcasts::broadcast))
         .route("/api/egress", get(broadcasts::list).post(broadcasts::start))
         .route(
@@ -179,6 +180,19 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> imp
         )],
         out,
     )
+}
+
+/// The TURN relays for this token's identity, with fresh credentials (`[]` without `turn.*`):
+/// what `joined` carries, for WHIP/WHEP pages that need them before their offer.
+async fn ice_servers(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims = s.bearer(&headers, &room)?;
+    Ok(axum::Json(serde_json::json!({
+        "ice_servers": s.turn.ice_servers(&claims.sub),
+    })))
 }
 
 /// Who is in a room and what they publish; any valid token for the room may ask.

@@ -106,3 +106,28 @@ test('WHIP and WHEP answers name the TURN servers in Link headers (RFC 9725)', a
   assert.match(link, new RegExp(`<turn:127\\.0\\.0\\.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:cam"; credential="[A-Za-z0-9+/=]+"; credential-type="password"`));
   await fetch(`${server.base}${r.headers.get('location')}`, { method: 'DELETE', headers: { Authorization: `Bearer ${server.token('linked', 'cam', ['--publish'])}` } });
 });
+
+test('a relay-only /broadcast page and a relay-only /live viewer meet through coturn', async () => {
+  const room = 'relayed-live';
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(`${server.base}/broadcast/${room}?ice=relay&token=${server.token(room, 'creator', ['--publish'])}`);
+  await pub.click('#golive');
+  await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live'), 30_000, 'live through the relay');
+  const viewer = await (await browser.newContext()).newPage();
+  await viewer.goto(`${server.base}/live/${room}?ice=relay&token=${server.token(room, 'viewer', [])}`);
+  await waitFor(() => viewer.evaluate(() => { const v = window.aulaLive.video; return v && v.getVideoPlaybackQuality().totalVideoFrames > 20; }), 40_000, 'the viewer decodes through the relay');
+  for (const [page, pc] of [[pub, 'aulaBroadcast'], [viewer, 'aulaLive']]) {
+    const local = await page.evaluate(async (name) => {
+      const stats = await window[name].pc.getStats();
+      let pair;
+      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+      return pair ? stats.get(pair.localCandidateId)?.candidateType : null;
+    }, pc);
+    assert.equal(local, 'relay', `${pc} media goes through the relay`);
+  }
+  // The endpoint the pages ask, with credentials for the token's identity.
+  const r = await fetch(`${server.base}/api/rooms/${room}/ice-servers`, { headers: { Authorization: `Bearer ${server.token(room, 'viewer', [])}` } });
+  assert.match((await r.json()).ice_servers[0].username, /^\d+:viewer$/);
+  assert.equal((await fetch(`${server.base}/api/rooms/${room}/ice-servers`)).status, 401);
+  await pub.evaluate(() => window.aulaBroadcast.stop());
+});
