@@ -25,6 +25,8 @@ pub enum ApiError {
     UnsupportedMedia(&'static str),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    TooMany(String),
 }
 
 impl From<TokenError> for ApiError {
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

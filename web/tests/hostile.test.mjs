@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
-import { AULA, OPUS_OFFER, startServer, waitFor, sleep } from './helpers.mjs';
+import { AULA, OPUS_OFFER, startServer, waitFor, sleep, upgradeStatus } from './helpers.mjs';
 
 let server;
 before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); });
@@ -208,4 +208,55 @@ test('item 5: one identity holds one WHIP session and one room seat; a new one r
   const after = await (await fetch(`${server.base}/api/rooms/${room}`, { headers: { Authorization: `Bearer ${token}` } })).json();
   assert.equal(after.participants.filter((p) => p.identity === 'ana').length, 1);
   second.close();
+});
+
+test('item 4: /collab connections are capped per identity; readers cannot send large frames; unfinished frames time out', async () => {
+  const room = 'caps';
+  const ws = (t) => `${server.base.replace('http', 'ws')}/collab/${room}?token=${t}`;
+  const plain = (t) => `${server.base}/collab/${room}?token=${t}`;
+  const reader = server.token(room, 'lurker', []);
+  // On the defaults: 16 connections per identity to one document, the 17th is 429.
+  const open = [];
+  for (let i = 0; i < 16; i++) {
+    const c = new WebSocket(ws(reader));
+    await new Promise((res, rej) => { c.on('open', res); c.on('error', rej); });
+    open.push(c);
+  }
+  assert.equal(await upgradeStatus(plain(reader)), 429);
+  // Another identity still gets in; a closed connection gives its seat back.
+  const other = new WebSocket(ws(server.token(room, 'someone', [])));
+  await new Promise((res, rej) => { other.on('open', res); other.on('error', rej); });
+  open.pop().close();
+  await waitFor(async () => (await upgradeStatus(plain(reader))) === 101, 10_000, 'the seat is given back');
+  // A reader's message is at most 80 KiB: a bigger one closes it with 1009 and a reason.
+  const big = open[0];
+  const closed = new Promise((res) => big.on('close', (code, reason) => res([code, reason.toString()])));
+  big.send(Buffer.alloc(100_000, 1));
+  const [code, reason] = await closed;
+  assert.equal(code, 1009, reason);
+  assert.match(reason, /read-only/);
+  for (const c of [...open, other]) c.close();
+
+  // An unfinished frame (or a half-open connection) is closed at the idle deadline.
+  const s = await startServer({ AULA_COLLAB__IDLE_TIMEOUT_S: '3', AULA_HLS__AUTO_EGRESS: 'false' });
+  try {
+    const net = await import('node:net');
+    const { port } = new URL(s.base);
+    const sock = net.connect(Number(port), '127.0.0.1');
+    sock.on('error', () => {});
+    let got = Buffer.alloc(0);
+    let ended = false;
+    sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+    sock.on('close', () => { ended = true; });
+    await new Promise((r) => sock.on('connect', r));
+    sock.write(`GET /collab/${room}?token=${s.token(room, 'writer', ['--publish-data'])} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await waitFor(() => got.toString('latin1').includes('101 Switching Protocols'), 5000, 'upgraded');
+    // A masked binary frame announcing 60,000 bytes, of which 1,000 are sent.
+    const head = Buffer.from([0x82, 0xfe, 60_000 >> 8, 60_000 & 0xff, 1, 2, 3, 4]);
+    sock.write(Buffer.concat([head, Buffer.alloc(1000)]));
+    const t0 = Date.now();
+    await waitFor(() => ended, 15_000, 'the half-sent frame is dropped at the idle deadline');
+    assert.ok(Date.now() - t0 >= 2000, `not before the deadline (${Date.now() - t0} ms)`);
+    sock.destroy();
+  } finally { await s.stop(); }
 });

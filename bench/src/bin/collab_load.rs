@@ -246,13 +246,19 @@ async fn main() -> Result<()> {
         ],
     )?;
     let ws_base = server.base.replace("http://", "ws://");
+    // One identity per editor, as in a class (aula caps connections per identity per
+    // document: collab.max_clients_per_identity).
     let mut tokens = Vec::new();
     for r in 0..args.rooms {
-        tokens.push(server.token(&format!("room{r}"), "editor", &["--publish-data"])?);
+        let mut room = Vec::new();
+        for e in 0..args.editors {
+            room.push(server.token(&format!("room{r}"), &format!("editor{e}"), &["--publish-data"])?);
+        }
+        tokens.push(room);
     }
     let ours = run_load(
         &args,
-        |r, _| format!("{ws_base}/collab/room{r}?token={}", tokens[r]),
+        |r, e| format!("{ws_base}/collab/room{r}?token={}", tokens[r][e]),
         server.pid(),
     )
     .await?;

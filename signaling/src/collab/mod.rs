@@ -61,6 +61,14 @@ pub struct CollabSettings {
     /// received). Past it the pending part is dropped and its sender closed (4400): it can
     /// never be integrated, yet every newcomer would be sent it.
     pub max_pending_bytes: usize,
+    /// WebSocket connections one document may have, and one identity to one document (a few
+    /// tabs): past either, `/collab` answers 429 before the upgrade.
+    pub max_clients_per_doc: usize,
+    pub max_clients_per_identity: usize,
+    /// A WebSocket client that completes no message (a pong counts) for this long is closed
+    /// (4408): a half-open connection, or one holding an unfinished frame in server memory.
+    /// The server pings every third of it.
+    pub idle_timeout_s: u64,
 }
 
 impl Default for CollabSettings {
@@ -78,6 +86,9 @@ impl Default for CollabSettings {
             unload_after_s: 10,
             teacher_interval_ms: 500,
             max_pending_bytes: 1 << 20,
+            max_clients_per_doc: 5000,
+            max_clients_per_identity: 16,
+            idle_timeout_s: 60,
         }
     }
 }
@@ -95,6 +106,9 @@ impl CollabSettings {
                 "collab.awareness_timeout_s and snapshot_every must be > 0, client_queue >= 16"
                     .into(),
             );
+        }
+        if self.max_clients_per_doc == 0 || self.max_clients_per_identity == 0 || self.idle_timeout_s < 3 {
+            return Err("collab.max_clients_per_doc and max_clients_per_identity must be > 0, idle_timeout_s >= 3".into());
         }
         if self.client_queue_bytes < 2 * self.max_message_bytes {
             return Err(
@@ -171,6 +185,33 @@ struct Inner {
     /// Updates applied in memory and not yet committed to the journal by their room's log
     /// task: `flush` waits for them, so a clean stop loses none.
     unlogged: AtomicUsize,
+    /// WebSocket connections per document and per (document, identity).
+    seats: Mutex<HashMap<(String, Option<String>), usize>>,
+}
+
+/// A WebSocket client's place in the connection counts; given back when dropped.
+pub(crate) struct Seat {
+    inner: Arc<Inner>,
+    doc: String,
+    identity: String,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.inner.seats.lock() {
+            for key in [
+                (self.doc.clone(), None),
+                (self.doc.clone(), Some(self.identity.clone())),
+            ] {
+                if let Some(n) = m.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&key);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn remote_key(doc: &str) -> String {
@@ -330,6 +371,7 @@ impl Collab {
             inner: Arc::new(Inner {
                 journal,
                 unlogged: AtomicUsize::new(0),
+                seats: Mutex::new(HashMap::new()),
                 dir,
                 settings,
                 rooms: tokio::sync::Mutex::new(HashMap::new()),
@@ -344,6 +386,37 @@ impl Collab {
 
     pub fn settings(&self) -> &CollabSettings {
         &self.inner.settings
+    }
+
+    /// Takes a WebSocket seat on `doc` for `identity`, or says which cap is full.
+    pub(crate) fn seat(&self, doc: &str, identity: &str) -> Result<Seat, String> {
+        let s = &self.inner.settings;
+        let mut m = self
+            .inner
+            .seats
+            .lock()
+            .map_err(|_| "collab seats lock poisoned".to_string())?;
+        let all = (doc.to_string(), None);
+        let mine = (doc.to_string(), Some(identity.to_string()));
+        if m.get(&all).copied().unwrap_or(0) >= s.max_clients_per_doc {
+            return Err(format!(
+                "document {doc} has {} connections (collab.max_clients_per_doc)",
+                s.max_clients_per_doc
+            ));
+        }
+        if m.get(&mine).copied().unwrap_or(0) >= s.max_clients_per_identity {
+            return Err(format!(
+                "{identity} has {} connections to document {doc} (collab.max_clients_per_identity)",
+                s.max_clients_per_identity
+            ));
+        }
+        *m.entry(all).or_default() += 1;
+        *m.entry(mine).or_default() += 1;
+        Ok(Seat {
+            inner: self.inner.clone(),
+            doc: doc.to_string(),
+            identity: identity.to_string(),
+        })
     }
 
     /// For a clean stop: every acknowledged update synced into its document's log and the

@@ -49,13 +49,26 @@ pub async fn upgrade(
         return Err(crate::token::TokenError::WrongRoom.into());
     }
     let can_write = claims.grants.publish_data || claims.grants.admin;
-    // Frames over the limit still arrive, so the client gets a close code that says why.
+    let seat = collab.seat(&room, &claims.sub).map_err(|e| {
+        warn!(%room, identity = %claims.sub, "collab: connection refused: {e}");
+        ApiError::TooMany(e)
+    })?;
+    // Frames over the limit still arrive, so the client gets a close code that says why. A
+    // reader sends sync requests and its presence (at most 64 KiB) only: a smaller limit, so
+    // unfinished frames cannot pin much memory.
     let limit = collab.settings().max_message_bytes.saturating_mul(2) + 1024;
+    let limit = if can_write { limit } else { limit.min(READER_LIMIT) };
     Ok(crate::ws_io::tuned(ws)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(collab, room, can_write, socket)))
+        .on_upgrade(move |socket| async move {
+            session(collab, room, can_write, socket).await;
+            drop(seat);
+        }))
 }
+
+/// Largest frame a read-only client may send (its presence state is at most 64 KiB).
+const READER_LIMIT: usize = 160 << 10;
 
 pub(crate) fn valid_room(r: &str) -> bool {
     let part = |p: &str| {
@@ -97,9 +110,24 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
             return;
         }
     }
+    let idle = std::time::Duration::from_secs(collab.settings().idle_timeout_s);
+    let mut ping = tokio::time::interval(idle / 3);
+    ping.reset();
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() >= idle {
+                    let c = Close { code: super::CLOSE_TOO_SLOW, reason: format!("no complete message for {} s", idle.as_secs()) };
+                    warn!(%room, "collab: closing a client: {}", c.reason);
+                    return close_and_drain(&mut tx, &mut rx, &c).await;
+                }
+                if tx.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             incoming = rx.next() => {
+                heard = tokio::time::Instant::now();
                 let data = match incoming {
                     Some(Ok(WsMessage::Binary(b))) => b,
                     Some(Ok(WsMessage::Text(_))) => {
@@ -124,6 +152,11 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
                         return;
                     }
                 };
+                if !can_write && data.len() > READER_LIMIT / 2 {
+                    let c = Close { code: super::CLOSE_TOO_BIG, reason: format!("a read-only client's message is at most {} bytes", READER_LIMIT / 2) };
+                    warn!(%room, "collab: closing a client: {}", c.reason);
+                    return close_and_drain(&mut tx, &mut rx, &c).await;
+                }
                 match conn.handle_on_runtime(&data) {
                     Ok(replies) => {
                         for m in replies {
