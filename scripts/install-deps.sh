@@ -12,6 +12,7 @@ pkgs=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   ffmpeg chromium nodejs npm redis-server coturn
+  systemd  # systemd-analyze verifies deploy/aula.service
 )
 missing=()
 for p in "${pkgs[@]}"; do

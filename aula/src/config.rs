@@ -214,6 +214,13 @@ impl Config {
         Ok(c)
     }
 
+    /// The configuration as TOML, with every secret replaced by `"<set>"` (or left empty).
+    pub fn shown(&self) -> Result<String> {
+        let mut v = toml::Value::try_from(self).context("configuration to TOML")?;
+        redact(&mut v, false);
+        toml::to_string_pretty(&v).context("configuration to TOML")
+    }
+
     /// The API secret: configured, or the development secret (created on first use).
     pub fn api_secret(&self) -> Result<(String, bool)> {
         if !self.auth.api_secret.is_empty() {
@@ -299,5 +306,19 @@ impl Config {
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
         Ok(secret)
+    }
+}
+
+/// Hides secret values: keys named like a secret, and every value under `signing.keys`.
+fn redact(v: &mut toml::Value, secret: bool) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                let s = secret || k.contains("secret") || k.contains("password") || k == "keys";
+                redact(x, s);
+            }
+        }
+        toml::Value::String(s) if secret && !s.is_empty() => *s = "<set>".into(),
+        _ => {}
     }
 }

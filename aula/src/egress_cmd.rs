@@ -53,9 +53,8 @@ pub fn run(cmd: EgressCmd, cfg: Config) -> Result<()> {
                 });
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        let _ = tx.send(true);
-                    }
+                    crate::stop::requested().await;
+                    let _ = tx.send(true);
                 });
                 let worker = egress::Worker {
                     name: name.clone(),
@@ -105,9 +104,8 @@ pub fn run(cmd: EgressCmd, cfg: Config) -> Result<()> {
                 let stopper = e.clone();
                 let stop_id = id.clone();
                 tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        let _ = stopper.stop(&stop_id);
-                    }
+                    crate::stop::requested().await;
+                    let _ = stopper.stop(&stop_id);
                 });
                 let end = loop {
                     if let Some(s) = e.wait(&id, Duration::from_secs(3600)).await {

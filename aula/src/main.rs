@@ -6,6 +6,7 @@ mod egress_cmd;
 mod http_serve;
 mod ladder_cmd;
 mod log_writer;
+mod stop;
 mod tls;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Cmd {
     /// Egress jobs outside `serve`.
     #[command(subcommand)]
     Egress(egress_cmd::EgressCmd),
+    /// Check the configuration and print it as it takes effect (aula.toml, then AULA_*
+    /// variables, over the defaults), secrets shown as "<set>".
+    Config,
     /// Mint an access token.
     Token {
         #[arg(long)]
@@ -117,6 +121,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Serve => serve(cfg()?),
+        Cmd::Config => {
+            print!("{}", cfg()?.shown()?);
+            Ok(())
+        }
         Cmd::Egress(cmd) => {
             logs();
             egress_cmd::run(cmd, cfg()?)
@@ -261,7 +269,7 @@ fn serve(cfg: Config) -> Result<()> {
                 let _ = stopping.await;
             },
         ));
-        let _ = tokio::signal::ctrl_c().await;
+        stop::requested().await;
         info!("shutting down: finishing egress jobs");
         // Running broadcasts are finalised (VOD playlists written) before the process ends.
         egress.shutdown(Duration::from_secs(20)).await;

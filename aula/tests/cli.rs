@@ -154,3 +154,116 @@ fn bad_storage_and_signing_settings_are_refused_with_the_key_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("signing.active"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The shipped production configuration (deploy/aula.toml with the variables of
+/// deploy/secrets.env.example) is valid, and `aula config` shows it with secrets hidden.
+#[test]
+fn the_deploy_config_checks_and_aula_config_hides_secrets() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let env = std::fs::read_to_string(deploy.join("secrets.env.example")).expect("example");
+    let mut cmd = aula();
+    cmd.current_dir(tempdir("deploy"));
+    for line in env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let (k, v) = line.split_once('=').expect("k=v");
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .arg("--config")
+        .arg(deploy.join("aula.toml"))
+        .arg("config")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "bind = \"0.0.0.0:443\"",
+        "tls_cert = \"/etc/aula/fullchain.pem\"",
+        "api_secret = \"<set>\"",
+        "k1 = \"<set>\"",
+        "backend = \"s3\"",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+    assert!(!text.contains("change-me"), "no secret is printed:\n{text}");
+    // A bad value is refused with the field named.
+    let bad = aula()
+        .current_dir(tempdir("deploy-bad"))
+        .env("AULA_COLLAB__IDLE_TIMEOUT_S", "1")
+        .arg("config")
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("idle_timeout_s"));
+}
+
+/// The systemd unit is valid as systemd reads it (with this build's binary in its place).
+#[test]
+fn the_systemd_unit_verifies() {
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("systemd-analyze is missing: scripts/install-deps.sh installs systemd");
+    }
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let unit = std::fs::read_to_string(deploy.join("aula.service")).expect("unit");
+    let dir = tempdir("unit");
+    let path = dir.join("aula.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/aula", env!("CARGO_BIN_EXE_aula")),
+    )
+    .expect("write");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SIGTERM (systemd, a container runtime) stops `aula serve` as cleanly as Ctrl-C does.
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempdir("sigterm");
+    let mut child = aula()
+        .current_dir(&dir)
+        .env("AULA_HTTP__BIND", "127.0.0.1:0")
+        .env("AULA_MEDIA__BIND", "127.0.0.1:0")
+        .env("AULA_STORAGE__DIR", &dir)
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("aula listening"));
+    assert!(listening, "aula started");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    assert!(log.contains("shutting down"), "{log}");
+}

@@ -43,7 +43,10 @@ impl SpeedMeter {
             let q = self.samples.entry(*r).or_default();
             q.push_back((wall, *end));
             // Keep one sample at or before the window's start, so the span is a full window.
-            while q.len() > 2 && q.get(1).is_some_and(|(t, _)| wall.saturating_sub(*t) >= WINDOW) {
+            while q.len() > 2
+                && q.get(1)
+                    .is_some_and(|(t, _)| wall.saturating_sub(*t) >= WINDOW)
+            {
                 q.pop_front();
             }
         }

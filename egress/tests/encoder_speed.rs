@@ -24,12 +24,19 @@ fn run(meter: &mut SpeedMeter, from: u32, seconds: u32, rates: &[(RenditionId, f
 #[test]
 fn a_job_whose_video_falls_behind_reads_slow_while_audio_keeps_up() {
     let mut m = SpeedMeter::default();
-    let (v0, v1, a) = (RenditionId::Video(0), RenditionId::Video(1), RenditionId::Audio);
+    let (v0, v1, a) = (
+        RenditionId::Video(0),
+        RenditionId::Video(1),
+        RenditionId::Audio,
+    );
     run(&mut m, 0, 1, &[(v0, 1.0), (v1, 1.0), (a, 1.0)]);
     assert_eq!(m.job(), None, "no figure in the first 2 s");
     run(&mut m, 2, 30, &[(v0, 1.0), (v1, 0.6), (a, 1.0)]);
     let (speed, lag) = m.job().expect("a figure");
-    assert!((speed - 0.6).abs() < 0.01, "the slowest video rendition: {speed}");
+    assert!(
+        (speed - 0.6).abs() < 0.01,
+        "the slowest video rendition: {speed}"
+    );
     assert!(lag >= 12_000, "32 s at 0.6x is ~12.8 s behind: {lag} ms");
     let per: Vec<_> = m.renditions().into_iter().map(|(_, r)| r).collect();
     assert_eq!(

@@ -252,7 +252,11 @@ async fn main() -> Result<()> {
     for r in 0..args.rooms {
         let mut room = Vec::new();
         for e in 0..args.editors {
-            room.push(server.token(&format!("room{r}"), &format!("editor{e}"), &["--publish-data"])?);
+            room.push(server.token(
+                &format!("room{r}"),
+                &format!("editor{e}"),
+                &["--publish-data"],
+            )?);
         }
         tokens.push(room);
     }

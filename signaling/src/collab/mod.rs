@@ -107,7 +107,10 @@ impl CollabSettings {
                     .into(),
             );
         }
-        if self.max_clients_per_doc == 0 || self.max_clients_per_identity == 0 || self.idle_timeout_s < 3 {
+        if self.max_clients_per_doc == 0
+            || self.max_clients_per_identity == 0
+            || self.idle_timeout_s < 3
+        {
             return Err("collab.max_clients_per_doc and max_clients_per_identity must be > 0, idle_timeout_s >= 3".into());
         }
         if self.client_queue_bytes < 2 * self.max_message_bytes {

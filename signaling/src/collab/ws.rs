@@ -57,7 +57,11 @@ pub async fn upgrade(
     // reader sends sync requests and its presence (at most 64 KiB) only: a smaller limit, so
     // unfinished frames cannot pin much memory.
     let limit = collab.settings().max_message_bytes.saturating_mul(2) + 1024;
-    let limit = if can_write { limit } else { limit.min(READER_LIMIT) };
+    let limit = if can_write {
+        limit
+    } else {
+        limit.min(READER_LIMIT)
+    };
     Ok(crate::ws_io::tuned(ws)
         .max_message_size(limit)
         .max_frame_size(limit)
