@@ -243,7 +243,11 @@ fn serve(cfg: Config) -> Result<()> {
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
             .with_collab(collab.clone())
-            .with_chat(chat);
+            .with_chat(chat)
+            .with_classroom(
+                signaling::classroom::Classroom::new(cfg.storage.dir.join("classroom"))
+                    .context("opening the classroom store")?,
+            );
         let refusals = Arc::new(http_serve::Refusals::default());
         let state = {
             let r = refusals.clone();

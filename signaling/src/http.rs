@@ -46,6 +46,8 @@ pub struct AppState {
     pub turn: crate::turn::TurnSettings,
     /// Room chat with history, over the room WebSocket.
     pub chat: Option<crate::chat::Chat>,
+    /// Raised hands and polls, over the room WebSocket.
+    pub classroom: Option<crate::classroom::Classroom>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             extra_metrics: None,
             turn: crate::turn::TurnSettings::default(),
             chat: None,
+            classroom: None,
         }
     }
 
@@ -73,6 +76,11 @@ impl AppState {
 
     pub fn with_chat(mut self, c: crate::chat::Chat) -> AppState {
         self.chat = Some(c);
+        self
+    }
+
+    pub fn with_classroom(mut self, c: crate::classroom::Classroom) -> AppState {
+        self.classroom = Some(c);
         self
     }
 

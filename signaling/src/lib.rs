@@ -4,6 +4,7 @@
 
 mod broadcasts;
 pub mod chat;
+pub mod classroom;
 pub mod collab;
 mod error;
 mod http;

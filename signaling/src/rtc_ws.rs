@@ -1,7 +1,9 @@
 //! `GET /rtc/{room}?token=...`: the room signaling WebSocket (JSON messages).
 //!
-//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`.
+//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`, and the
+//! classroom's `hand`, `poll_create`, `vote`, `poll_close` (`crate::classroom`).
 //! Server -> client: `joined`, `answer`, `error`, `pong`, `chat`, `chat_ack`, `chat_synced`,
+//! `hands`, `poll`, `poll_created`, `vote_ack`,
 //! and every [`sfu::Signal`] (`offer`, `participant_joined`, `participant_left`,
 //! `track_published`, `track_unpublished`, `subscribed`, `speakers`, `layers_needed`, `closed`).
 //!
@@ -180,9 +182,34 @@ async fn session(
             }
         }
     }
+    let mut class = None;
+    if let (None, Some(c)) = (&end, &s.classroom) {
+        let (session, first) = crate::classroom::ClassSession::open(
+            c,
+            &room,
+            pid.0,
+            &claims.sub,
+            claims.grants.admin,
+            claims.grants.publish_data || claims.grants.admin,
+        );
+        class = Some(session);
+        for f in first {
+            if tx.send(Message::Text(f.as_ref().into())).await.is_err() {
+                end = Some(End::Dropped);
+                break;
+            }
+        }
+    }
     let end = match end {
         Some(e) => e,
-        None => run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut link, &mut chat).await,
+        None => {
+            let mut ctx = Ctx {
+                link: &mut link,
+                chat: &mut chat,
+                class: &mut class,
+            };
+            run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut ctx).await
+        }
     };
     let _ = tx.close().await;
     match end {
@@ -192,6 +219,9 @@ async fn session(
                 m.remove(&key);
             }
             s.sfu.leave(pid);
+            if let Some(c) = &class {
+                c.left();
+            }
         }
         End::Dropped => {
             info!(participant = %pid, %room, "signaling dropped: waiting {RESUME_GRACE:?} for a resume");
@@ -208,6 +238,9 @@ async fn session(
                 if expired {
                     info!(participant = %pid, "not resumed: participant leaves");
                     s.sfu.leave(pid);
+                    if let Some(c) = &class {
+                        c.left();
+                    }
                 }
             });
         }
@@ -311,9 +344,9 @@ async fn run(
     tx: &mut WsTx,
     rx: &mut WsRx,
     sig_rx: &mut mpsc::UnboundedReceiver<Signal>,
-    link: &mut Option<crate::collab::dc::DcLink>,
-    chat: &mut Option<crate::chat::ChatSession>,
+    ctx: &mut Ctx<'_>,
 ) -> End {
+    let Ctx { link, chat, class } = ctx;
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let now = std::time::Instant::now();
@@ -344,7 +377,7 @@ async fn run(
                         return End::Dropped;
                     }
                 };
-                match handle(s, pid, &text, &mut offers, chat).await {
+                match handle(s, pid, &text, &mut offers, chat, class).await {
                     Ok(Some(reply)) => {
                         if reply["type"] == "error" {
                             errors += 1;
@@ -360,6 +393,11 @@ async fn run(
                 if errors > MAX_ERRORS {
                     crate::ws_io::close_and_drain(tx, rx, 4400, "too many bad messages").await;
                     return End::Left;
+                }
+            }
+            event = class_next(class) => {
+                if tx.send(Message::Text(event.as_ref().into())).await.is_err() {
+                    return End::Dropped;
                 }
             }
             frames = chat_next(chat) => {
@@ -408,6 +446,20 @@ async fn run(
 
 struct Leave;
 
+/// What a session carries besides the SFU: the document link, chat, the classroom.
+struct Ctx<'a> {
+    link: &'a mut Option<crate::collab::dc::DcLink>,
+    chat: &'a mut Option<crate::chat::ChatSession>,
+    class: &'a mut Option<crate::classroom::ClassSession>,
+}
+
+async fn class_next(class: &mut Option<crate::classroom::ClassSession>) -> std::sync::Arc<str> {
+    match class.as_mut() {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn chat_next(chat: &mut Option<crate::chat::ChatSession>) -> Vec<std::sync::Arc<str>> {
     match chat.as_mut() {
         Some(c) => c.next().await,
@@ -429,10 +481,28 @@ async fn handle(
     text: &str,
     offers: &mut crate::rate::TokenBucket,
     chat: &mut Option<crate::chat::ChatSession>,
+    class: &mut Option<crate::classroom::ClassSession>,
 ) -> Result<Option<serde_json::Value>, Leave> {
     let msg = match serde_json::from_str::<ClientMsg>(text) {
         Ok(m) => m,
-        Err(e) => return Ok(Some(error_msg(&format!("malformed message: {e}")))),
+        Err(e) => {
+            // Not a signaling message: perhaps a classroom one (`hand`, `vote`, ...).
+            return Ok(
+                match serde_json::from_str::<crate::classroom::ClassMsg>(text) {
+                    Ok(m) => match class.as_mut() {
+                        Some(c) => c.handle(m),
+                        None => Some(error_msg("classroom tools are not enabled on this server")),
+                    },
+                    Err(e2)
+                        if e.to_string().contains("unknown variant")
+                            && !e2.to_string().contains("unknown variant") =>
+                    {
+                        Some(error_msg(&format!("malformed message: {e2}")))
+                    }
+                    Err(_) => Some(error_msg(&format!("malformed message: {e}"))),
+                },
+            );
+        }
     };
     if matches!(msg, ClientMsg::Offer { .. }) && !offers.take(std::time::Instant::now()) {
         return Ok(Some(error_msg(&format!(
