@@ -21,6 +21,44 @@ function showChat(m) {
   $('#chat-log').scrollTop = $('#chat-log').scrollHeight;
 }
 
+let handUp = false;
+const votes = new Map(); // poll id -> option this page voted
+
+// A poll as a card: question, one button per option (until voted or closed), live totals.
+function showPoll(p) {
+  window.aulaRoom.polls[p.id] = p;
+  let card = document.getElementById(`poll-${p.id}`);
+  if (!card) {
+    card = document.createElement('div');
+    card.id = `poll-${p.id}`;
+    card.className = 'poll';
+    $('#polls').prepend(card);
+  }
+  card.replaceChildren();
+  const q = document.createElement('div');
+  q.textContent = `${p.open ? 'Poll' : 'Poll (closed)'}: ${p.question} (${p.voters} voted)`;
+  card.append(q);
+  p.options.forEach((o, i) => {
+    const row = document.createElement('div');
+    const pct = p.voters ? Math.round((100 * p.totals[i]) / p.voters) : 0;
+    if (p.open && !votes.has(p.id)) {
+      const b = document.createElement('button');
+      b.textContent = o;
+      b.onclick = () => { votes.set(p.id, i); send({ type: 'vote', poll: p.id, option: i }); showPoll(p); };
+      row.append(b, ` ${p.totals[i]} (${pct}%)`);
+    } else {
+      row.textContent = `${votes.get(p.id) === i ? '✔ ' : ''}${o}: ${p.totals[i]} (${pct}%)`;
+    }
+    card.append(row);
+  });
+  if (p.open && me?.grants?.admin) {
+    const close = document.createElement('button');
+    close.textContent = 'Close poll';
+    close.onclick = () => send({ type: 'poll_close', poll: p.id });
+    card.append(close);
+  }
+}
+
 function sendChat(text) {
   const id = `${Date.now().toString(36)}-${++chatId}`;
   unacked.set(id, text);
@@ -72,6 +110,7 @@ async function onMessage(m) {
   switch (m.type) {
     case 'joined': {
       me = m;
+      $('#poll-form').hidden = !m.grants?.admin;
       useIceServers(m);
       resumeKey = m.resume;
       window.aulaRoom.resumeKey = m.resume;
@@ -139,6 +178,17 @@ async function onMessage(m) {
     case 'chat':
       showChat(m);
       break;
+    case 'hands': {
+      window.aulaRoom.hands = m.raised;
+      const mine = me && m.raised.some((h) => h.participant === me.participant);
+      handUp = mine;
+      $('#hand').textContent = mine ? 'Lower hand' : 'Raise hand';
+      $('#hands-list').textContent = m.raised.length ? m.raised.map((h, i) => `${i + 1}. ${h.identity}`).join('  ') : 'none';
+      break;
+    }
+    case 'poll':
+      showPoll(m);
+      break;
     case 'chat_ack':
       unacked.delete(m.id);
       break;
@@ -169,7 +219,7 @@ async function start() {
     video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
   });
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], speakers: [], resumed: 0, left: [] };
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, speakers: [], resumed: 0, left: [] };
   const self = tile('self', 'me');
   self.stream.addTrack(stream.getVideoTracks()[0]);
   self.video.muted = true;
@@ -206,6 +256,13 @@ async function start() {
     if (text) { sendChat(text); $('#chat-input').value = ''; }
   };
   $('#quality').onchange = () => send({ type: 'layer', quality: $('#quality').value });
+  $('#hand').onclick = () => send({ type: 'hand', raised: !handUp });
+  $('#poll-form').onsubmit = (e) => {
+    e.preventDefault();
+    const options = $('#poll-options').value.split(',').map((o) => o.trim()).filter(Boolean);
+    send({ type: 'poll_create', question: $('#poll-question').value, options });
+    $('#poll-question').value = ''; $('#poll-options').value = '';
+  };
   $('#leave').onclick = () => { leaving = true; send({ type: 'leave' }); pc.close(); };
 }
 

@@ -3,11 +3,11 @@
 // restart. Node clients (no media), as the issue allows for voters.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, waitFor, sleep, roomSocket } from './helpers.mjs';
+import { startServer, waitFor, roomSocket, launchBrowser } from './helpers.mjs';
 
-let server;
-before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); });
-after(async () => { await server?.stop(); });
+let server, browser;
+before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); await server?.stop(); });
 
 const last = (c, type, pred = () => true) => [...c.msgs].reverse().find((m) => m.type === type && pred(m));
 const send = (c, m) => c.ws.send(JSON.stringify(m));
@@ -92,4 +92,33 @@ test('a poll with 20 voters: one vote each, throttled live totals, correct final
     const { rmSync } = await import('node:fs');
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the room page: a student raises a hand and votes by clicking; the teacher asks and sees the totals', async () => {
+  const room = 'class-page';
+  const open = async (name, flags) => {
+    const p = await (await browser.newContext()).newPage();
+    await p.goto(`${server.base}/room/${room}?token=${server.token(room, name, flags)}`);
+    await waitFor(() => p.evaluate(() => document.querySelector('#status').textContent.startsWith('joined')), 20_000, `${name} joined`);
+    return p;
+  };
+  const teacher = await open('teacher', ['--publish', '--publish-data', '--admin']);
+  const student = await open('student', ['--publish', '--publish-data']);
+  assert.equal(await student.isHidden('#poll-form'), true, 'students get no poll form');
+  await student.click('#hand');
+  await waitFor(() => teacher.evaluate(() => document.querySelector('#hands-list').textContent === '1. student'), 10_000, 'the teacher sees the raised hand');
+  assert.equal(await student.textContent('#hand'), 'Lower hand');
+  await teacher.fill('#poll-question', 'Ready for the quiz?');
+  await teacher.fill('#poll-options', 'yes, not yet');
+  await teacher.click('#poll-form button');
+  await waitFor(() => student.evaluate(() => document.querySelectorAll('.poll button').length === 2), 10_000, 'the student sees the poll');
+  await student.click('.poll button >> text=yes');
+  await waitFor(() => teacher.evaluate(() => Object.values(window.aulaRoom.polls).some((p) => p.voters === 1 && p.totals[0] === 1)), 10_000, 'the teacher sees the vote');
+  await teacher.click('.poll button >> text=Close poll');
+  await waitFor(() => student.evaluate(() => Object.values(window.aulaRoom.polls).some((p) => !p.open)), 10_000, 'closed for the student');
+  assert.match(await student.textContent('.poll'), /yes: 1 \(100%\)/);
+  await student.click('#hand');
+  await waitFor(() => teacher.evaluate(() => document.querySelector('#hands-list').textContent === 'none'), 10_000, 'the hand is down');
+  await teacher.context().close();
+  await student.context().close();
 });
