@@ -59,10 +59,39 @@ function showPoll(p) {
   }
 }
 
+// The server stops forwarding a muted track; the page also stops sending it.
+function setSelfMuted(kind, muted) {
+  if (!kind) return;
+  selfMuted[kind] = muted;
+  for (const s of pc.getSenders()) if (s.track && s.track.kind === kind) s.track.enabled = !muted;
+  if (kind === 'audio') $('#mic').textContent = muted ? 'Unmute mic' : 'Mute mic';
+  else $('#camera').textContent = muted ? 'Camera on' : 'Camera off';
+}
+
 function sendChat(text) {
   const id = `${Date.now().toString(36)}-${++chatId}`;
   unacked.set(id, text);
   send({ type: 'chat', id, text });
+}
+
+const tracks = new Map(); // track id -> { participant, kind, muted } (others' tracks)
+const selfMuted = { audio: false, video: false };
+
+// A tile's label: the name, what is muted, and a moderator's buttons for that participant.
+function label(t, pid) {
+  const muted = [...tracks.values()].filter((x) => String(x.participant) === String(pid) && x.muted).map((x) => (x.kind === 'audio' ? 'mic off' : 'camera off'));
+  t.label.textContent = muted.length ? `${t.name} (${muted.join(', ')})` : t.name;
+  if (pid !== 'self' && me?.grants?.admin) {
+    const mute = document.createElement('button');
+    mute.textContent = 'Mute';
+    mute.className = 'mod-mute';
+    mute.onclick = () => { for (const [id, x] of tracks) if (String(x.participant) === String(pid) && x.kind === 'audio') send({ type: 'mute', track: id, muted: true }); };
+    const remove = document.createElement('button');
+    remove.textContent = 'Remove';
+    remove.className = 'mod-remove';
+    remove.onclick = () => send({ type: 'remove', participant: Number(pid) });
+    t.label.append(' ', mute, ' ', remove);
+  }
 }
 
 function tile(pid, name) {
@@ -82,7 +111,7 @@ function tile(pid, name) {
     tiles.set(String(pid), t);
   }
   if (name) t.name = name;
-  t.label.textContent = t.name;
+  label(t, pid);
   return t;
 }
 
@@ -115,6 +144,7 @@ async function onMessage(m) {
       resumeKey = m.resume;
       window.aulaRoom.resumeKey = m.resume;
       $('#status').textContent = `joined as ${m.identity}`;
+      for (const tr of m.tracks) tracks.set(tr.id, { participant: tr.participant, kind: tr.kind, muted: tr.muted });
       for (const p of m.participants) tile(p.id, p.identity);
       await offer();
       break;
@@ -157,8 +187,24 @@ async function onMessage(m) {
       log(`${m.identity} left`);
       break;
     case 'track_published':
+      tracks.set(m.track.id, { participant: m.track.participant, kind: m.track.kind, muted: m.track.muted });
       tile(m.track.participant, m.track.identity);
       break;
+    case 'track_unpublished':
+      tracks.delete(m.track);
+      break;
+    case 'track_muted': {
+      window.aulaRoom.muted.push(m);
+      const x = tracks.get(m.track);
+      if (x) x.muted = m.muted;
+      if (me && m.participant === me.participant) {
+        // Muted by a moderator (or by this page): stop sending too, and show it.
+        setSelfMuted(m.kind, m.muted);
+      }
+      const t = tiles.get(String(m.participant));
+      if (t) label(t, m.participant);
+      break;
+    }
     case 'speakers': {
       const on = new Set(m.participants.map(String));
       for (const [pid, t] of tiles) t.el.classList.toggle('speaking', on.has(pid));
@@ -206,6 +252,7 @@ async function onMessage(m) {
     case 'closed':
       // Ended by the server (removed, or replaced by the same identity elsewhere): no resume.
       leaving = true;
+      window.aulaRoom.closed = m.reason;
       $('#status').textContent = `closed: ${m.reason}`;
       break;
   }
@@ -219,7 +266,7 @@ async function start() {
     video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
   });
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, speakers: [], resumed: 0, left: [] };
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, muted: [], speakers: [], resumed: 0, left: [] };
   const self = tile('self', 'me');
   self.stream.addTrack(stream.getVideoTracks()[0]);
   self.video.muted = true;
@@ -257,6 +304,8 @@ async function start() {
   };
   $('#quality').onchange = () => send({ type: 'layer', quality: $('#quality').value });
   $('#hand').onclick = () => send({ type: 'hand', raised: !handUp });
+  $('#mic').onclick = () => send({ type: 'mute', kind: 'audio', muted: !selfMuted.audio });
+  $('#camera').onclick = () => send({ type: 'mute', kind: 'video', muted: !selfMuted.video });
   $('#poll-form').onsubmit = (e) => {
     e.preventDefault();
     const options = $('#poll-options').value.split(',').map((o) => o.trim()).filter(Boolean);
@@ -277,7 +326,7 @@ function connect(resume) {
     chain = chain.then(() => onMessage(JSON.parse(e.data))).catch((err) => log(`error: ${err}`));
   };
   ws.onclose = () => {
-    if (leaving || !resumeKey) { $('#status').textContent = 'disconnected'; return; }
+    if (leaving || !resumeKey) { if (!window.aulaRoom.closed) $('#status').textContent = 'disconnected'; return; }
     if (!dropDeadline) dropDeadline = Date.now() + 9000;
     if (Date.now() > dropDeadline) { $('#status').textContent = 'disconnected'; return; }
     $('#status').textContent = 'reconnecting';

@@ -320,6 +320,39 @@ impl Sfu {
         Ok(ok)
     }
 
+    /// `by` mutes or unmutes a track of its room (see [`Room::set_muted`]).
+    pub fn set_muted(
+        &mut self,
+        now: Instant,
+        by: ParticipantId,
+        moderator: bool,
+        target: crate::signal::MuteTarget,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let (room, out) = self.room_of(by)?;
+        let r = room.set_muted(by, moderator, target, muted, out);
+        self.drain_room_of(now, by);
+        r
+    }
+
+    /// A moderator (`by`) removes `target` from its room: `target` is told why and leaves.
+    pub fn remove_by(
+        &mut self,
+        now: Instant,
+        by: ParticipantId,
+        target: ParticipantId,
+    ) -> Result<(), SfuError> {
+        let same_room = match (self.located.get(&by), self.located.get(&target)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        if !same_room {
+            return Err(SfuError::UnknownParticipant);
+        }
+        info!(participant = %target, by = %by, "removed by a moderator");
+        self.remove(now, target, Leave::Ended("removed by a moderator"))
+    }
+
     /// Removes a participant that asked to leave (or whose signaling closed).
     pub fn leave(&mut self, now: Instant, pid: ParticipantId) -> Result<(), SfuError> {
         self.remove(now, pid, Leave::Asked)

@@ -30,4 +30,6 @@ pub use error::SfuError;
 pub use ids::{ParticipantId, TrackId};
 pub use layer::Quality;
 pub use metrics::SfuMetrics;
-pub use signal::{MediaKindName, ParticipantInfo, PeerKind, Permissions, Signal, TrackInfo};
+pub use signal::{
+    MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions, Signal, TrackInfo,
+};

@@ -12,7 +12,7 @@ use crate::ids::{ParticipantId, TrackId};
 use crate::layer::{choose_layer, rid_rank, Quality};
 use crate::metrics::SfuMetrics;
 use crate::participant::{Expect, Participant};
-use crate::signal::{PeerKind, Signal};
+use crate::signal::{MuteTarget, PeerKind, Signal};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{SubState, Subscription};
 use crate::tap::TapSink;
@@ -440,6 +440,10 @@ impl Room {
         let layer = &mut track.layers[li];
         layer.meter.add(now, data.data.len());
         layer.last_packet = Some(now);
+        if track.muted {
+            // Not forwarded, not tapped, not a speaker: muted means silent for everyone.
+            return;
+        }
         let video = track.kind == MediaKind::Video;
         if !video {
             if let Some(level) = data.ext_vals.audio_level {
@@ -605,6 +609,78 @@ impl Room {
                 );
             }
         }
+    }
+
+    /// Mutes or unmutes tracks. Their owner may do both; a moderator may mute anyone's but
+    /// unmute only its own (a moderator turning on someone's microphone is not a thing).
+    pub fn set_muted(
+        &mut self,
+        by: ParticipantId,
+        moderator: bool,
+        target: MuteTarget,
+        muted: bool,
+        out: &mut Outbox,
+    ) -> Result<(), SfuError> {
+        let by_identity = self
+            .participants
+            .get(&by)
+            .map(|p| p.identity.clone())
+            .ok_or(SfuError::UnknownParticipant)?;
+        let tids: Vec<TrackId> = match target {
+            MuteTarget::Track(t) => {
+                let track = self.tracks.get(&t).ok_or(SfuError::UnknownTrack)?;
+                if track.owner != by && !(moderator && muted) {
+                    return Err(SfuError::Forbidden(
+                        "only a track's owner may unmute it, and only a moderator may mute another's",
+                    ));
+                }
+                vec![t]
+            }
+            MuteTarget::Own(kind) => self
+                .tracks
+                .values()
+                .filter(|t| t.owner == by && t.info().kind == kind)
+                .map(|t| t.id)
+                .collect(),
+        };
+        for tid in tids {
+            let Some(track) = self.tracks.get_mut(&tid) else {
+                continue;
+            };
+            if track.muted == muted {
+                continue;
+            }
+            track.muted = muted;
+            let (owner, mid, kind, kind_name) =
+                (track.owner, track.mid, track.kind, track.info().kind);
+            let rids: Vec<Option<Rid>> = track.layers.iter().map(|l| l.rid).collect();
+            info!(room = %self.name, participant = %owner, track = %tid, muted, by = %by_identity, "track mute changed");
+            if !muted && kind == MediaKind::Video {
+                // Subscribers' decoders start again from a keyframe.
+                for rid in rids {
+                    request_keyframe(
+                        &mut self.participants,
+                        &mut self.dirty,
+                        owner,
+                        mid,
+                        rid,
+                        out,
+                    );
+                }
+            }
+            self.broadcast(
+                out,
+                None,
+                &Signal::TrackMuted {
+                    track: tid,
+                    participant: owner,
+                    kind: kind_name,
+                    muted,
+                    by: by_identity.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Sends `data` on the participant's `yjs` data channel.

@@ -52,6 +52,14 @@ enum Command {
     Tap(String, TapWho, Reply<crate::core::TapOpened>),
     TapKeyframe(ParticipantId),
     AppSend(ParticipantId, Vec<u8>),
+    Mute(
+        ParticipantId,
+        bool,
+        crate::signal::MuteTarget,
+        bool,
+        Reply<()>,
+    ),
+    Remove(ParticipantId, ParticipantId, Reply<()>),
 }
 
 /// Cloneable async handle to the media thread.
@@ -179,6 +187,23 @@ impl SfuHandle {
     /// Queues a message for the participant's `yjs` data channel (fire and forget).
     pub fn app_send(&self, pid: ParticipantId, data: Vec<u8>) -> Result<(), SfuError> {
         self.send(Command::AppSend(pid, data))
+    }
+
+    /// `by` (a moderator where `moderator`) mutes or unmutes a track of its room.
+    pub async fn mute(
+        &self,
+        by: ParticipantId,
+        moderator: bool,
+        target: crate::signal::MuteTarget,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        self.ask(|r| Command::Mute(by, moderator, target, muted, r))
+            .await
+    }
+
+    /// A moderator `by` removes `target` from their room.
+    pub async fn remove(&self, by: ParticipantId, target: ParticipantId) -> Result<(), SfuError> {
+        self.ask(|r| Command::Remove(by, target, r)).await
     }
 
     pub fn leave(&self, pid: ParticipantId) {
@@ -317,6 +342,12 @@ fn command(
         }
         Command::AppSend(pid, data) => {
             let _ = core.app_send(now, pid, &data);
+        }
+        Command::Mute(by, moderator, track, muted, reply) => {
+            let _ = reply.send(core.set_muted(now, by, moderator, track, muted));
+        }
+        Command::Remove(by, target, reply) => {
+            let _ = reply.send(core.remove_by(now, by, target));
         }
     }
 }

@@ -22,7 +22,7 @@ pub struct Permissions {
     pub publish_data: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaKindName {
     Audio,
@@ -44,6 +44,16 @@ pub struct TrackInfo {
     pub kind: MediaKindName,
     /// Simulcast layer rids, lowest quality first; empty when not simulcast.
     pub layers: Vec<String>,
+    /// Nothing of it is forwarded (its owner or a moderator muted it).
+    pub muted: bool,
+}
+
+/// What a mute names: one track, or the sender's own tracks of a kind (a client need not know
+/// its own track ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuteTarget {
+    Track(crate::ids::TrackId),
+    Own(MediaKindName),
 }
 
 /// Messages from the SFU to one participant's signaling connection.
@@ -83,6 +93,14 @@ pub enum Signal {
         track: TrackId,
         mid: String,
         rids: Vec<String>,
+    },
+    /// A track was muted or unmuted (`by`: the identity that did it).
+    TrackMuted {
+        track: TrackId,
+        participant: ParticipantId,
+        kind: MediaKindName,
+        muted: bool,
+        by: String,
     },
     /// The SFU ended this participant (vanished peer, failed transport, kicked).
     Closed {

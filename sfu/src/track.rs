@@ -50,6 +50,9 @@ pub struct Track {
     pub subscribers: Vec<ParticipantId>,
     /// Dynacast: the layer set last announced to the publisher.
     pub announced: Option<[bool; MAX_LAYERS]>,
+    /// Muted by its owner or a moderator: nothing of it is forwarded (whatever the client
+    /// keeps sending), and everyone is told.
+    pub muted: bool,
 }
 
 impl Track {
@@ -79,6 +82,7 @@ impl Track {
             layers,
             subscribers: Vec::new(),
             announced: None,
+            muted: false,
         }
     }
 
@@ -120,6 +124,7 @@ impl Track {
                 .iter()
                 .filter_map(|l| l.rid.map(|r| r.to_string()))
                 .collect(),
+            muted: self.muted,
         }
     }
 }

@@ -241,3 +241,76 @@ fn a_room_of_eight_publishers_each_receives_all_seven_others() {
         );
     }
 }
+
+#[test]
+fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
+    use sfu::{MediaKindName, MuteTarget, SfuError};
+    let mut w = World::new();
+    let p = w.room_publisher("creator", false);
+    let v = w.whep_viewer("viewer", Quality::High);
+    w.run(Duration::from_secs(3));
+    let (pp, vp) = (w.pid(p), w.pid(v));
+    let now = w.now;
+    w.sfu
+        .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), true)
+        .expect("the owner mutes its audio");
+    let audio_before = w.client(v).audio_frames();
+    let video_before = w.client(v).video_frames().len();
+    w.run(Duration::from_secs(2));
+    // A frame or two already on the wire; then nothing.
+    assert!(
+        w.client(v).audio_frames() <= audio_before + 3,
+        "audio after mute: {} -> {}",
+        audio_before,
+        w.client(v).audio_frames()
+    );
+    assert!(
+        w.client(v).video_frames().len() > video_before + 40,
+        "video goes on"
+    );
+    let tracks = w
+        .sfu
+        .room_tracks(&w.sfu.room_of_participant(pp).expect("room"));
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == MediaKindName::Audio)
+        .expect("audio track");
+    assert!(audio.muted, "the track list says muted");
+    // The viewer (no moderator) can neither unmute nor mute it; a moderator may mute only.
+    let now = w.now;
+    let unmute = w
+        .sfu
+        .set_muted(now, vp, true, MuteTarget::Track(audio.id), false);
+    assert!(matches!(unmute, Err(SfuError::Forbidden(_))), "{unmute:?}");
+    let mute = w
+        .sfu
+        .set_muted(now, vp, false, MuteTarget::Track(audio.id), true);
+    assert!(matches!(mute, Err(SfuError::Forbidden(_))), "{mute:?}");
+    w.sfu
+        .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), false)
+        .expect("the owner unmutes");
+    let audio_muted = w.client(v).audio_frames();
+    w.run(Duration::from_secs(2));
+    assert!(
+        w.client(v).audio_frames() > audio_muted + 50,
+        "audio flows again"
+    );
+    // The publisher (a room client) was told each change.
+    let told: Vec<bool> = w
+        .signals_for(p)
+        .iter()
+        .filter_map(|s| match s {
+            Signal::TrackMuted { muted, .. } => Some(*muted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [true, false]);
+    // A moderator removes the viewer: it is told why and leaves.
+    let now = w.now;
+    w.sfu.remove_by(now, pp, vp).expect("removed");
+    w.run(Duration::from_millis(200));
+    assert!(w
+        .signals_for(v)
+        .iter()
+        .any(|s| matches!(s, Signal::Closed { reason } if reason == "removed by a moderator")));
+}

@@ -1,9 +1,10 @@
 //! `GET /rtc/{room}?token=...`: the room signaling WebSocket (JSON messages).
 //!
-//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`, and the
+//! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`, `mute`,
+//! `remove` (moderators), and the
 //! classroom's `hand`, `poll_create`, `vote`, `poll_close` (`crate::classroom`).
 //! Server -> client: `joined`, `answer`, `error`, `pong`, `chat`, `chat_ack`, `chat_synced`,
-//! `hands`, `poll`, `poll_created`, `vote_ack`,
+//! `hands`, `poll`, `poll_created`, `vote_ack`, `track_muted`,
 //! and every [`sfu::Signal`] (`offer`, `participant_joined`, `participant_left`,
 //! `track_published`, `track_unpublished`, `subscribed`, `speakers`, `layers_needed`, `closed`).
 //!
@@ -96,6 +97,19 @@ enum ClientMsg {
         /// The client's own id for the message, echoed in `chat_ack` or `error`.
         #[serde(default)]
         id: serde_json::Value,
+    },
+    /// Mute or unmute a track: one's own, or (moderators) mute another's.
+    Mute {
+        #[serde(default)]
+        track: Option<u64>,
+        /// Instead of `track`: all of one's own tracks of this kind (`audio`, `video`).
+        #[serde(default)]
+        kind: Option<sfu::MediaKindName>,
+        muted: bool,
+    },
+    /// A moderator removes a participant from the room.
+    Remove {
+        participant: u64,
     },
 }
 
@@ -207,6 +221,7 @@ async fn session(
                 link: &mut link,
                 chat: &mut chat,
                 class: &mut class,
+                moderator: claims.grants.admin,
             };
             run(&s, pid, &mut tx, &mut rx, &mut sig_rx, &mut ctx).await
         }
@@ -346,7 +361,12 @@ async fn run(
     sig_rx: &mut mpsc::UnboundedReceiver<Signal>,
     ctx: &mut Ctx<'_>,
 ) -> End {
-    let Ctx { link, chat, class } = ctx;
+    let Ctx {
+        link,
+        chat,
+        class,
+        moderator,
+    } = ctx;
     let mut errors = 0u32;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let now = std::time::Instant::now();
@@ -377,7 +397,7 @@ async fn run(
                         return End::Dropped;
                     }
                 };
-                match handle(s, pid, &text, &mut offers, chat, class).await {
+                match handle(s, pid, *moderator, &text, &mut offers, chat, class).await {
                     Ok(Some(reply)) => {
                         if reply["type"] == "error" {
                             errors += 1;
@@ -451,6 +471,8 @@ struct Ctx<'a> {
     link: &'a mut Option<crate::collab::dc::DcLink>,
     chat: &'a mut Option<crate::chat::ChatSession>,
     class: &'a mut Option<crate::classroom::ClassSession>,
+    /// The token has the admin grant: moderator actions are allowed.
+    moderator: bool,
 }
 
 async fn class_next(class: &mut Option<crate::classroom::ClassSession>) -> std::sync::Arc<str> {
@@ -475,9 +497,11 @@ async fn collab_next(link: &mut Option<crate::collab::dc::DcLink>) -> crate::col
 }
 
 /// One client message; `Err(Leave)` ends the session.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     s: &AppState,
     pid: sfu::ParticipantId,
+    moderator: bool,
     text: &str,
     offers: &mut crate::rate::TokenBucket,
     chat: &mut Option<crate::chat::ChatSession>,
@@ -530,6 +554,32 @@ async fn handle(
             .map(|_| None),
         ClientMsg::Leave => return Err(Leave),
         ClientMsg::Ping => Ok(Some(serde_json::json!({"type": "pong"}))),
+        ClientMsg::Mute { track, kind, muted } => {
+            let target = match (track, kind) {
+                (Some(t), None) => sfu::MuteTarget::Track(TrackId(t)),
+                (None, Some(k)) => sfu::MuteTarget::Own(k),
+                _ => {
+                    return Ok(Some(error_msg(
+                        "mute names a track or a kind (audio, video), not both",
+                    )))
+                }
+            };
+            s.sfu
+                .mute(pid, moderator, target, muted)
+                .await
+                .map(|_| None)
+        }
+        ClientMsg::Remove { participant } => {
+            if !moderator {
+                return Ok(Some(error_msg(
+                    "removing a participant is for moderators (a token with the admin grant)",
+                )));
+            }
+            s.sfu
+                .remove(pid, sfu::ParticipantId(participant))
+                .await
+                .map(|_| None)
+        }
         ClientMsg::Chat { text, id } => {
             return Ok(Some(match chat.as_mut() {
                 Some(c) => c.send(text, id).await,
