@@ -330,9 +330,48 @@ impl Sfu {
         muted: bool,
     ) -> Result<(), SfuError> {
         let (room, out) = self.room_of(by)?;
-        let r = room.set_muted(by, moderator, target, muted, out);
+        let r = room.set_muted(Some(by), moderator, target, muted, out);
         self.drain_room_of(now, by);
         r
+    }
+
+    /// The room service API mutes a track of `room` (it cannot unmute: only owners do).
+    pub fn mute_in(&mut self, now: Instant, room: &str, track: TrackId) -> Result<(), SfuError> {
+        let r = self.rooms.get_mut(room).ok_or(SfuError::UnknownTrack)?;
+        let res = r.set_muted(
+            None,
+            true,
+            crate::signal::MuteTarget::Track(track),
+            true,
+            &mut self.out,
+        );
+        self.drain_room(now, room, None);
+        res
+    }
+
+    /// The room service API removes `target` from `room`.
+    pub fn remove_in(
+        &mut self,
+        now: Instant,
+        room: &str,
+        target: ParticipantId,
+    ) -> Result<(), SfuError> {
+        if self.located.get(&target).is_none_or(|r| &**r != room) {
+            return Err(SfuError::UnknownParticipant);
+        }
+        info!(participant = %target, %room, "removed through the room service API");
+        self.remove(now, target, Leave::Ended("removed by a moderator"))
+    }
+
+    /// Every room: name, participants, tracks.
+    pub fn rooms(&self) -> Vec<(String, usize, usize)> {
+        let mut v: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.participants.len(), r.tracks.len()))
+            .collect();
+        v.sort();
+        v
     }
 
     /// A moderator (`by`) removes `target` from its room: `target` is told why and leaves.

@@ -613,23 +613,27 @@ impl Room {
 
     /// Mutes or unmutes tracks. Their owner may do both; a moderator may mute anyone's but
     /// unmute only its own (a moderator turning on someone's microphone is not a thing).
+    /// `by: None` is the server API (an admin token, no participant): a moderator.
     pub fn set_muted(
         &mut self,
-        by: ParticipantId,
+        by: Option<ParticipantId>,
         moderator: bool,
         target: MuteTarget,
         muted: bool,
         out: &mut Outbox,
     ) -> Result<(), SfuError> {
-        let by_identity = self
-            .participants
-            .get(&by)
-            .map(|p| p.identity.clone())
-            .ok_or(SfuError::UnknownParticipant)?;
+        let by_identity = match by {
+            Some(by) => self
+                .participants
+                .get(&by)
+                .map(|p| p.identity.clone())
+                .ok_or(SfuError::UnknownParticipant)?,
+            None => "the room service API".to_string(),
+        };
         let tids: Vec<TrackId> = match target {
             MuteTarget::Track(t) => {
                 let track = self.tracks.get(&t).ok_or(SfuError::UnknownTrack)?;
-                if track.owner != by && !(moderator && muted) {
+                if Some(track.owner) != by && !(moderator && muted) {
                     return Err(SfuError::Forbidden(
                         "only a track's owner may unmute it, and only a moderator may mute another's",
                     ));
@@ -639,7 +643,7 @@ impl Room {
             MuteTarget::Own(kind) => self
                 .tracks
                 .values()
-                .filter(|t| t.owner == by && t.info().kind == kind)
+                .filter(|t| Some(t.owner) == by && t.info().kind == kind)
                 .map(|t| t.id)
                 .collect(),
         };

@@ -60,6 +60,9 @@ enum Command {
         Reply<()>,
     ),
     Remove(ParticipantId, ParticipantId, Reply<()>),
+    MuteIn(String, TrackId, Reply<()>),
+    RemoveIn(String, ParticipantId, Reply<()>),
+    Rooms(oneshot::Sender<Vec<(String, usize, usize)>>),
 }
 
 /// Cloneable async handle to the media thread.
@@ -206,6 +209,25 @@ impl SfuHandle {
         self.ask(|r| Command::Remove(by, target, r)).await
     }
 
+    /// The room service API (admin): mute a track of `room`.
+    pub async fn mute_in(&self, room: &str, track: TrackId) -> Result<(), SfuError> {
+        let room = room.to_string();
+        self.ask(|r| Command::MuteIn(room, track, r)).await
+    }
+
+    /// The room service API (admin): remove a participant of `room`.
+    pub async fn remove_in(&self, room: &str, target: ParticipantId) -> Result<(), SfuError> {
+        let room = room.to_string();
+        self.ask(|r| Command::RemoveIn(room, target, r)).await
+    }
+
+    /// Every room with its participant and track counts.
+    pub async fn rooms(&self) -> Result<Vec<(String, usize, usize)>, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Rooms(tx))?;
+        rx.await.map_err(|_| SfuError::EngineStopped)
+    }
+
     pub fn leave(&self, pid: ParticipantId) {
         let _ = self.send(Command::Leave(pid));
     }
@@ -348,6 +370,15 @@ fn command(
         }
         Command::Remove(by, target, reply) => {
             let _ = reply.send(core.remove_by(now, by, target));
+        }
+        Command::MuteIn(room, track, reply) => {
+            let _ = reply.send(core.mute_in(now, &room, track));
+        }
+        Command::RemoveIn(room, target, reply) => {
+            let _ = reply.send(core.remove_in(now, &room, target));
+        }
+        Command::Rooms(reply) => {
+            let _ = reply.send(core.rooms());
         }
     }
 }

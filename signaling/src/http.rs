@@ -148,6 +148,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/rooms/{room}", get(room_info))
         .route("/api/rooms/{room}/ice-servers", get(ice_servers))
+        .route("/api/rooms", get(crate::room_service::list))
+        .route(
+            "/api/rooms/{room}/participants/{id}",
+            axum::routing::delete(crate::room_service::remove),
+        )
+        .route(
+            "/api/rooms/{room}/tracks/{id}/mute",
+            post(crate::room_service::mute),
+        )
+        .route("/api/rooms/{room}/chat", post(crate::room_service::chat))
         .route("/api/broadcasts/{room}", get(broadcasts::broadcast))
         .route("/api/egress", get(broadcasts::list).post(broadcasts::start))
         .route(

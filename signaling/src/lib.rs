@@ -10,6 +10,7 @@ mod error;
 mod http;
 mod pages;
 pub mod rate;
+mod room_service;
 mod rtc_ws;
 pub mod token;
 pub mod turn;

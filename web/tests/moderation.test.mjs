@@ -80,3 +80,43 @@ test('a student mutes: everyone sees it and its audio stops; a moderator mutes a
   await waitFor(() => ana.evaluate((pid) => window.aulaRoom.left.map(String).includes(pid), ids.ben), 10_000, 'ana sees ben leave');
   for (const p of [teacher, ana, ben]) await p.context().close();
 });
+
+test('the room service API (admin tokens): list rooms, remove, mute, post to chat', async () => {
+  const room = 'service';
+  const admin = server.token('*', 'ops', ['--admin']);
+  const roomAdmin = server.token(room, 'backend', ['--admin']);
+  const watcher = await roomSocket(server.base, room, server.token(room, 'watcher'));
+  const kid = await roomSocket(server.base, room, server.token(room, 'kid'));
+  // A Chromium room page gives the room its tracks.
+  const cam = await join(room, 'cam');
+  const published = await watcher.next((m) => m.type === 'track_published' && m.track.kind === 'audio', 20_000, 'the page\'s audio track');
+  const call = (method, path, token, body) => fetch(`${server.base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+
+  const list = await call('GET', '/api/rooms', admin);
+  assert.equal(list.status, 200);
+  const entry = (await list.json()).rooms.find((r) => r.room === room);
+  assert.deepEqual([entry.participants, entry.tracks], [3, 2]);
+  assert.equal((await call('GET', '/api/rooms', roomAdmin)).status, 403, 'a room admin cannot list every room');
+  assert.equal((await call('GET', '/api/egress', admin)).status, 200, 'server-wide admin calls take a * token');
+
+  assert.equal((await call('POST', `/api/rooms/${room}/tracks/${published.track.id}/mute`, server.token(room, 'kid'))).status, 403);
+  assert.equal((await call('POST', `/api/rooms/${room}/tracks/${published.track.id}/mute`, roomAdmin)).status, 204);
+  const muted = await watcher.next((m) => m.type === 'track_muted', 5000, 'track_muted');
+  assert.deepEqual([muted.track, muted.muted, muted.by], [published.track.id, true, 'the room service API']);
+  assert.equal((await call('POST', `/api/rooms/${room}/tracks/999999/mute`, roomAdmin)).status, 404);
+
+  const kidId = kid.msgs.find((m) => m.type === 'joined').participant;
+  assert.equal((await call('DELETE', `/api/rooms/${room}/participants/${kidId}`, roomAdmin)).status, 204);
+  await kid.next((m) => m.type === 'closed' && m.reason === 'removed by a moderator', 5000, 'kid told');
+  await watcher.next((m) => m.type === 'participant_left' && m.participant === kidId, 5000, 'the room told');
+  assert.equal((await call('DELETE', `/api/rooms/other/participants/${kidId}`, server.token('other', 'x', ['--admin']))).status, 404);
+
+  const posted = await call('POST', `/api/rooms/${room}/chat`, roomAdmin, { text: 'class ends in 5 minutes' });
+  assert.equal(posted.status, 201);
+  const { seq } = await posted.json();
+  const m = await watcher.next((x) => x.type === 'chat' && x.seq === seq, 5000, 'the posted message');
+  assert.deepEqual([m.identity, m.text], ['backend', 'class ends in 5 minutes']);
+  assert.equal((await call('POST', `/api/rooms/${room}/chat`, roomAdmin, { txt: 'typo' })).status, 400);
+  watcher.close();
+  await cam.context().close();
+});

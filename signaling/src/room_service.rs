@@ -1,0 +1,103 @@
+//! The room service API for applications (admin tokens): list rooms, remove a participant,
+//! mute a track, post to a room's chat. What a moderator does from the room page, from a
+//! backend.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::token::{Claims, TokenError};
+
+fn admin(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
+    let c = s.bearer(headers, room)?;
+    if !c.grants.admin {
+        return Err(TokenError::MissingGrant("admin").into());
+    }
+    Ok(c)
+}
+
+/// `GET /api/rooms` (admin of `*`): every room with its participant and track counts.
+pub async fn list(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin(&s, &headers, "*")?;
+    let rooms: Vec<_> = s
+        .sfu
+        .rooms()
+        .await?
+        .into_iter()
+        .map(|(room, participants, tracks)| {
+            serde_json::json!({"room": room, "participants": participants, "tracks": tracks})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "rooms": rooms })).into_response())
+}
+
+/// `DELETE /api/rooms/{room}/participants/{id}` (admin): the participant is told "removed by a
+/// moderator" and leaves.
+pub async fn remove(
+    State(s): State<AppState>,
+    Path((room, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&s, &headers, &room)?;
+    s.sfu.remove_in(&room, sfu::ParticipantId(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/rooms/{room}/tracks/{id}/mute` (admin): the track stops being forwarded and
+/// everyone is told. Only its owner unmutes it.
+pub async fn mute(
+    State(s): State<AppState>,
+    Path((room, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&s, &headers, &room)?;
+    s.sfu.mute_in(&room, sfu::TrackId(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatPost {
+    text: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// `POST /api/rooms/{room}/chat` (admin) `{"text":..,"id"?:..}`: a chat message from the
+/// token's identity, numbered and stored like any other; `201 {"seq":N}` once it is durable.
+pub async fn chat(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let c = admin(&s, &headers, &room)?;
+    let chat = s
+        .chat
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("chat is not enabled".into()))?;
+    let post: ChatPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let r = chat
+        .room(&room)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let m = r
+        .send(chat.settings(), &c.sub, 0, post.text, post.id)
+        .await
+        .map_err(|e| match e {
+            crate::chat::ChatError::Storage(_) | crate::chat::ChatError::Busy => {
+                ApiError::Unavailable(e.to_string())
+            }
+            _ => ApiError::BadRequest(e.to_string()),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"seq": m.msg.seq})),
+    )
+        .into_response())
+}
