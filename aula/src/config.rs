@@ -126,6 +126,10 @@ pub struct Rooms {
     /// Seconds without any datagram before a participant is removed.
     pub silence_timeout_s: u64,
     pub max_participants: usize,
+    /// URLs `POST`ed each room lifecycle event (`room_started`, `participant_joined`, ...),
+    /// signed with `webhook_secret` like the egress webhooks.
+    pub webhooks: Vec<String>,
+    pub webhook_secret: String,
 }
 
 impl Default for Config {
@@ -186,6 +190,8 @@ impl Default for Rooms {
         Rooms {
             silence_timeout_s: 15,
             max_participants: 1000,
+            webhooks: Vec::new(),
+            webhook_secret: String::new(),
         }
     }
 }

@@ -168,11 +168,13 @@ fn serve(cfg: Config) -> Result<()> {
     logs();
     let (secret, dev) = cfg.api_secret()?;
     let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
+    let (room_events, mut room_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let sfu = SfuHandle::start(ServerConfig {
         bind: cfg.media.bind,
         public_ip: cfg.media.public_ip,
         silence_timeout: Duration::from_secs(cfg.rooms.silence_timeout_s),
         max_participants_per_room: cfg.rooms.max_participants,
+        events: (!cfg.rooms.webhooks.is_empty()).then_some(room_events),
     })
     .with_context(|| format!("binding media UDP {}", cfg.media.bind))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -189,6 +191,26 @@ fn serve(cfg: Config) -> Result<()> {
             _ => anyhow::bail!("http.tls_cert and http.tls_key go together: set both or neither"),
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        // Room lifecycle events to `rooms.webhooks`, signed like the egress webhooks.
+        let hooks = egress::Webhooks::new(
+            cfg.rooms.webhooks.clone(),
+            Some(cfg.rooms.webhook_secret.clone()),
+        );
+        tokio::spawn(async move {
+            // Deliveries run side by side (one slow receiver must not hold the others), so
+            // they may arrive out of order: `seq` says the order they happened in.
+            #[derive(serde::Serialize)]
+            struct Numbered<'a> {
+                seq: u64,
+                #[serde(flatten)]
+                event: &'a sfu::RoomEvent,
+            }
+            let mut seq = 0u64;
+            while let Some(e) = room_events_rx.recv().await {
+                seq += 1;
+                hooks.send_event(e.event, &Numbered { seq, event: &e });
+            }
+        });
         info!(%http, media = %sfu.media_addr(), scheme, "aula serving");
         // One line a script can parse to find the ports (tests bind port 0).
         println!(

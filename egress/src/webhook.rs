@@ -55,9 +55,33 @@ impl Webhooks {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             job,
         };
-        let Ok(body) = serde_json::to_vec(&payload) else {
+        if let Ok(body) = serde_json::to_vec(&payload) {
+            self.post(event, body);
+        }
+    }
+
+    /// Any other event (the rooms' lifecycle): `{"event","at", ...fields}`, signed and
+    /// retried the same way.
+    pub fn send_event(&self, event: &'static str, fields: &impl Serialize) {
+        if self.urls.is_empty() {
             return;
-        };
+        }
+        let mut v = serde_json::to_value(fields).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), event.into());
+            o.insert(
+                "at".into(),
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into(),
+            );
+        }
+        if let Ok(body) = serde_json::to_vec(&v) {
+            self.post(event, body);
+        }
+    }
+
+    fn post(&self, event: &'static str, body: Vec<u8>) {
         let sig = self.secret.as_ref().map(|s| Self::signature(s, &body));
         for url in self.urls.clone() {
             let (body, sig) = (body.clone(), sig.clone());

@@ -16,7 +16,7 @@ use crate::metrics::SfuMetrics;
 use crate::participant::Expect;
 use crate::participant::Participant;
 use crate::room::{Leave, Room};
-use crate::signal::{ParticipantInfo, PeerKind, Permissions, Signal, TrackInfo};
+use crate::signal::{ParticipantInfo, PeerKind, Permissions, RoomEvent, Signal, TrackInfo};
 use crate::transport::{self, Input, Protocol, Receive};
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct SfuConfig {
     /// A participant silent this long (no datagram at all) is removed.
     pub silence_timeout: Duration,
     pub max_participants_per_room: usize,
+    /// Collect [`RoomEvent`]s (for webhooks); off, nothing is kept.
+    pub room_events: bool,
 }
 
 impl SfuConfig {
@@ -34,6 +36,7 @@ impl SfuConfig {
             public_addr,
             silence_timeout: Duration::from_secs(15),
             max_participants_per_room: 1000,
+            room_events: false,
         }
     }
 }
@@ -89,9 +92,27 @@ pub struct Outbox {
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     pub(crate) metrics: Arc<SfuMetrics>,
     next_track: u64,
+    events: Option<Vec<RoomEvent>>,
 }
 
 impl Outbox {
+    pub(crate) fn event(
+        &mut self,
+        event: &'static str,
+        room: &str,
+        participant: Option<ParticipantInfo>,
+        track: Option<TrackInfo>,
+    ) {
+        if let Some(e) = &mut self.events {
+            e.push(RoomEvent {
+                event,
+                room: room.to_string(),
+                participant,
+                track,
+            });
+        }
+    }
+
     pub(crate) fn signal(&mut self, to: ParticipantId, s: Signal) {
         self.signals.push_back((to, s));
     }
@@ -130,6 +151,7 @@ pub struct Sfu {
 impl Sfu {
     pub fn new(config: SfuConfig, metrics: Arc<SfuMetrics>) -> Sfu {
         transport::init_crypto();
+        let events = config.room_events.then(Vec::new);
         Sfu {
             config,
             rooms: HashMap::new(),
@@ -141,6 +163,7 @@ impl Sfu {
                 timers: BinaryHeap::new(),
                 metrics,
                 next_track: 0,
+                events,
             },
             next_participant: 0,
             next_housekeeping: None,
@@ -204,6 +227,9 @@ impl Sfu {
                 old,
                 Leave::Ended("replaced: the same identity joined again elsewhere"),
             )?;
+        }
+        if !self.rooms.contains_key(&req.room) {
+            self.out.event("room_started", &req.room, None, None);
         }
         let room = self
             .rooms
@@ -421,6 +447,7 @@ impl Sfu {
         {
             self.rooms.remove(name);
             info!(room = %name, "room closed");
+            self.out.event("room_finished", name, None, None);
         }
     }
 
@@ -572,6 +599,15 @@ impl Sfu {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Room lifecycle events since the last call (with `SfuConfig::room_events`).
+    pub fn drain_events(&mut self) -> Vec<RoomEvent> {
+        self.out
+            .events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn poll_signal(&mut self) -> Option<(ParticipantId, Signal)> {

@@ -86,6 +86,7 @@ impl Room {
     pub fn add(&mut self, p: Participant, out: &mut Outbox) {
         let pid = p.id;
         info!(room = %self.name, participant = %pid, identity = %p.identity, kind = ?p.kind, "participant joined");
+        out.event("participant_joined", &self.name, Some(p.info()), None);
         self.broadcast(
             out,
             None,
@@ -128,6 +129,7 @@ impl Room {
             return false;
         };
         info!(room = %self.name, participant = %pid, identity = %p.identity, "participant left");
+        out.event("participant_left", &self.name, Some(p.info()), None);
         // Dropping a tap's sender tells its consumer the publisher is gone.
         self.taps.retain(|t| t.publisher != pid);
         for (_, tid) in p.published.drain(..) {
@@ -165,6 +167,7 @@ impl Room {
         let Some(track) = self.tracks.remove(&tid) else {
             return;
         };
+        out.event("track_unpublished", &self.name, None, Some(track.info()));
         out.metrics
             .tracks
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -353,6 +356,7 @@ impl Room {
         let track = Track::new(tid, pid, p.identity.clone(), mid, kind, rids);
         info!(room = %self.name, participant = %pid, track = %tid, kind = ?kind, layers = track.layers.len(), "track published");
         let info = track.info();
+        out.event("track_published", &self.name, None, Some(info.clone()));
         self.tracks.insert(tid, track);
         SfuMetrics::inc(&out.metrics.tracks, 1);
         self.broadcast(out, Some(pid), &Signal::TrackPublished { track: info });

@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub public_ip: Option<std::net::IpAddr>,
     pub silence_timeout: Duration,
     pub max_participants_per_room: usize,
+    /// Where room lifecycle events go (webhooks); none: not collected.
+    pub events: Option<tmpsc::UnboundedSender<crate::signal::RoomEvent>>,
 }
 
 impl SfuHandle {
@@ -98,6 +100,8 @@ impl SfuHandle {
         let mut sfu_cfg = SfuConfig::new(public);
         sfu_cfg.silence_timeout = cfg.silence_timeout;
         sfu_cfg.max_participants_per_room = cfg.max_participants_per_room;
+        sfu_cfg.room_events = cfg.events.is_some();
+        let events = cfg.events.clone();
         let metrics = Arc::new(SfuMetrics::default());
         let core = Sfu::new(sfu_cfg, metrics.clone());
         let (tx, rx) = mpsc::channel();
@@ -115,7 +119,7 @@ impl SfuHandle {
         let waker_addr = waker.local_addr()?;
         thread::Builder::new()
             .name("aula-media".into())
-            .spawn(move || run(core, socket, rx, waker_addr))?;
+            .spawn(move || run(core, socket, rx, waker_addr, events))?;
         info!(%bound, announced = %public, "media socket bound");
         Ok(SfuHandle {
             tx,
@@ -259,7 +263,13 @@ impl SfuHandle {
     }
 }
 
-fn run(mut core: Sfu, socket: UdpSocket, rx: mpsc::Receiver<Command>, waker_addr: SocketAddr) {
+fn run(
+    mut core: Sfu,
+    socket: UdpSocket,
+    rx: mpsc::Receiver<Command>,
+    waker_addr: SocketAddr,
+    events: Option<tmpsc::UnboundedSender<crate::signal::RoomEvent>>,
+) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -284,6 +294,7 @@ fn run(mut core: Sfu, socket: UdpSocket, rx: mpsc::Receiver<Command>, waker_addr
         }
         core.handle_timeout(Instant::now());
         route_signals(&mut core, &mut sinks);
+        route_events(&mut core, events.as_ref());
         sender.flush(&socket, core.transmits(), &metrics);
 
         let wait = core
@@ -310,6 +321,7 @@ fn run(mut core: Sfu, socket: UdpSocket, rx: mpsc::Receiver<Command>, waker_addr
             }
         }
         route_signals(&mut core, &mut sinks);
+        route_events(&mut core, events.as_ref());
         sender.flush(&socket, core.transmits(), &metrics);
     }
 }
@@ -379,6 +391,14 @@ fn command(
         }
         Command::Rooms(reply) => {
             let _ = reply.send(core.rooms());
+        }
+    }
+}
+
+fn route_events(core: &mut Sfu, events: Option<&tmpsc::UnboundedSender<crate::signal::RoomEvent>>) {
+    if let Some(tx) = events {
+        for e in core.drain_events() {
+            let _ = tx.send(e);
         }
     }
 }

@@ -48,6 +48,19 @@ pub struct TrackInfo {
     pub muted: bool,
 }
 
+/// A room's lifecycle, for webhooks: `room_started`, `room_finished`, `participant_joined`,
+/// `participant_left`, `track_published`, `track_unpublished`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomEvent {
+    #[serde(skip)]
+    pub event: &'static str,
+    pub room: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<ParticipantInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<TrackInfo>,
+}
+
 /// What a mute names: one track, or the sender's own tracks of a kind (a client need not know
 /// its own track ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

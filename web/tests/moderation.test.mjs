@@ -120,3 +120,50 @@ test('the room service API (admin tokens): list rooms, remove, mute, post to cha
   watcher.close();
   await cam.context().close();
 });
+
+test('room webhooks: started, joined, published, unpublished, left, finished, each signed', async () => {
+  const http = await import('node:http');
+  const { createHmac } = await import('node:crypto');
+  const got = [];
+  const receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => { got.push({ headers: req.headers, body }); res.end('ok'); });
+  });
+  await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+  const secret = 'room-hook-secret';
+  const s = await startServer({
+    AULA_HLS__AUTO_EGRESS: 'false',
+    AULA_ROOMS__WEBHOOKS: `["http://127.0.0.1:${receiver.address().port}/hook"]`,
+    AULA_ROOMS__WEBHOOK_SECRET: secret,
+  });
+  try {
+    const room = 'hooked';
+    // Delivered side by side: `seq` gives the order they happened in.
+    const events = () => got.map((g) => JSON.parse(g.body)).sort((a, b) => a.seq - b.seq);
+    const watcher = await roomSocket(s.base, room, s.token(room, 'watcher'));
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${s.base}/room/${room}?token=${s.token(room, 'cam')}`);
+    await waitFor(() => events().filter((e) => e.event === 'track_published').length === 2, 30_000, 'two tracks published');
+    await page.context().close();
+    await waitFor(() => events().some((e) => e.event === 'participant_left' && e.participant.identity === 'cam'), 30_000, 'cam left');
+    watcher.close();
+    await waitFor(() => events().some((e) => e.event === 'room_finished'), 30_000, 'room finished');
+    assert.deepEqual(events().map((e) => e.seq), events().map((_, i) => i + 1), 'numbered from 1, none missing');
+    const order = events().map((e) => e.event);
+    assert.equal(order[0], 'room_started');
+    assert.equal(order.at(-1), 'room_finished');
+    for (const want of ['participant_joined', 'track_published', 'track_unpublished', 'participant_left']) assert.ok(order.includes(want), `${want} in ${order}`);
+    assert.ok(order.indexOf('track_unpublished') > order.indexOf('track_published'));
+    for (const e of events()) assert.equal(e.room, room);
+    const pub = events().find((e) => e.event === 'track_published');
+    assert.equal(pub.track.identity, 'cam');
+    for (const g of got) {
+      assert.equal(g.headers['x-aula-event'], JSON.parse(g.body).event);
+      assert.equal(g.headers['x-aula-signature'], `sha256=${createHmac('sha256', secret).update(g.body).digest('hex')}`);
+    }
+  } finally {
+    await s.stop();
+    receiver.close();
+  }
+});
