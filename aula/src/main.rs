@@ -181,6 +181,8 @@ fn serve(cfg: Config) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Listening for SIGINT/SIGTERM before anything says we are up.
+        let stop = stop::requested();
         let listener = tokio::net::TcpListener::bind(cfg.http.bind)
             .await
             .with_context(|| format!("binding HTTP {}", cfg.http.bind))?;
@@ -295,7 +297,7 @@ fn serve(cfg: Config) -> Result<()> {
                 let _ = stopping.await;
             },
         ));
-        stop::requested().await;
+        stop.await;
         info!("shutting down: finishing egress jobs");
         // Running broadcasts are finalised (VOD playlists written) before the process ends.
         egress.shutdown(Duration::from_secs(20)).await;
