@@ -4,33 +4,28 @@
 
 use std::future::Future;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
 /// Listens from the moment it is called (a signal that arrives before the future is polled
 /// still counts: `aula serve` installs it before it says it is listening) and resolves on the
 /// first SIGINT or SIGTERM. Call it inside the runtime.
 pub fn requested() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    let term = signal(SignalKind::terminate()).ok();
     async move {
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let int = async {
-            match int.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = int => {}
-            _ = term => {}
+            _ = first(int) => {}
+            _ = first(term) => {}
         }
+    }
+}
+
+/// The signal's first delivery; never, when it could not be installed.
+async fn first(s: Option<Signal>) {
+    match s {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

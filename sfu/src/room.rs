@@ -647,7 +647,7 @@ impl Room {
             MuteTarget::Own(kind) => self
                 .tracks
                 .values()
-                .filter(|t| Some(t.owner) == by && t.info().kind == kind)
+                .filter(|t| Some(t.owner) == by && t.kind_name() == kind)
                 .map(|t| t.id)
                 .collect(),
         };
@@ -660,7 +660,7 @@ impl Room {
             }
             track.muted = muted;
             let (owner, mid, kind, kind_name) =
-                (track.owner, track.mid, track.kind, track.info().kind);
+                (track.owner, track.mid, track.kind, track.kind_name());
             let rids: Vec<Option<Rid>> = track.layers.iter().map(|l| l.rid).collect();
             info!(room = %self.name, participant = %owner, track = %tid, muted, by = %by_identity, "track mute changed");
             if !muted && kind == MediaKind::Video {

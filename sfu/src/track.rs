@@ -110,15 +110,19 @@ impl Track {
         (v, self.layers.len())
     }
 
+    pub fn kind_name(&self) -> MediaKindName {
+        match self.kind {
+            MediaKind::Audio => MediaKindName::Audio,
+            MediaKind::Video => MediaKindName::Video,
+        }
+    }
+
     pub fn info(&self) -> TrackInfo {
         TrackInfo {
             id: self.id,
             participant: self.owner,
             identity: self.owner_identity.clone(),
-            kind: match self.kind {
-                MediaKind::Audio => MediaKindName::Audio,
-                MediaKind::Video => MediaKindName::Video,
-            },
+            kind: self.kind_name(),
             layers: self
                 .layers
                 .iter()

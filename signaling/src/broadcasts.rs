@@ -125,7 +125,7 @@ pub async fn start(
     let e = egress(&s)?;
     let req: StartBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::BadRequest(format!("bad egress request: {err}")))?;
-    admin(&s, &headers, &req.room)?;
+    s.admin(&headers, &req.room)?;
     let source = match req.source.as_str() {
         "room" => {
             let who = match req.identity {
@@ -162,7 +162,7 @@ pub async fn start(
 /// `GET /api/egress` (admin of `*`): every job.
 pub async fn list(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let e = egress(&s)?;
-    admin(&s, &headers, "*")?;
+    s.admin(&headers, "*")?;
     Ok(Json(e.jobs()).into_response())
 }
 
@@ -197,16 +197,8 @@ fn admin_job<'a>(
     let j = e
         .job(id)
         .ok_or_else(|| ApiError::NotFound(format!("no egress job {id}")))?;
-    admin(s, headers, &j.room)?;
+    s.admin(headers, &j.room)?;
     Ok((e, j))
-}
-
-fn admin(s: &AppState, headers: &HeaderMap, room: &str) -> Result<(), ApiError> {
-    let c = s.bearer(headers, room)?;
-    if !c.grants.admin {
-        return Err(TokenError::MissingGrant("admin").into());
-    }
-    Ok(())
 }
 
 fn egress_error(e: egress::EgressError) -> ApiError {

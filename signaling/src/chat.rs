@@ -139,6 +139,21 @@ struct History {
     next_seq: u64,
 }
 
+impl History {
+    /// The messages after `after`, and whether some after it are no longer kept.
+    fn after(&self, after: u64) -> (Vec<Arc<Sent>>, bool) {
+        let oldest = self.messages.front().map_or(self.next_seq, |m| m.msg.seq);
+        (
+            self.messages
+                .iter()
+                .filter(|m| m.msg.seq > after)
+                .cloned()
+                .collect(),
+            after + 1 < oldest,
+        )
+    }
+}
+
 struct Write1 {
     identity: String,
     participant: u64,
@@ -295,19 +310,8 @@ impl ChatRoom {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let live = self.live.subscribe();
         let last = st.next_seq - 1;
-        let oldest = st.messages.front().map_or(st.next_seq, |m| m.msg.seq);
         let (missed, truncated): (Vec<_>, bool) = match after {
-            Some(a) => {
-                let a = a.min(last);
-                (
-                    st.messages
-                        .iter()
-                        .filter(|m| m.msg.seq > a)
-                        .cloned()
-                        .collect(),
-                    a + 1 < oldest,
-                )
-            }
+            Some(a) => st.after(a.min(last)),
             None => {
                 let skip = st.messages.len().saturating_sub(backlog);
                 (st.messages.iter().skip(skip).cloned().collect(), false)
@@ -325,16 +329,10 @@ impl ChatRoom {
 
     /// Messages after `after` still in the history (for a subscriber that fell behind).
     pub fn since(&self, after: u64) -> (Vec<Arc<Sent>>, bool) {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = st.messages.front().map_or(st.next_seq, |m| m.msg.seq);
-        (
-            st.messages
-                .iter()
-                .filter(|m| m.msg.seq > after)
-                .cloned()
-                .collect(),
-            after + 1 < oldest,
-        )
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .after(after)
     }
 
     /// The last sequence number given out (0: none yet).
@@ -346,7 +344,8 @@ impl ChatRoom {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (message and hand times).
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::warn;
 
+use crate::chat::now_ms;
+
 /// Poll totals go out at most this often, however fast votes arrive.
 const RESULTS_EVERY: Duration = Duration::from_millis(500);
 /// Closed polls a newcomer is sent.
@@ -81,13 +83,6 @@ impl Poll {
         .to_string()
         .into()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 impl Classroom {

@@ -95,6 +95,15 @@ impl AppState {
         self
     }
 
+    /// The bearer token, verified for `room` and holding the admin grant.
+    pub fn admin(&self, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
+        let c = self.bearer(headers, room)?;
+        if !c.grants.admin {
+            return Err(crate::token::TokenError::MissingGrant("admin").into());
+        }
+        Ok(c)
+    }
+
     /// The bearer token from `Authorization`, verified for `room`.
     pub fn bearer(&self, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
         let raw = headers

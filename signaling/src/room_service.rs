@@ -10,19 +10,10 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::token::{Claims, TokenError};
-
-fn admin(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
-    let c = s.bearer(headers, room)?;
-    if !c.grants.admin {
-        return Err(TokenError::MissingGrant("admin").into());
-    }
-    Ok(c)
-}
 
 /// `GET /api/rooms` (admin of `*`): every room with its participant and track counts.
 pub async fn list(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&s, &headers, "*")?;
+    s.admin(&headers, "*")?;
     let rooms: Vec<_> = s
         .sfu
         .rooms()
@@ -42,7 +33,7 @@ pub async fn remove(
     Path((room, id)): Path<(String, u64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&s, &headers, &room)?;
+    s.admin(&headers, &room)?;
     s.sfu.remove_in(&room, sfu::ParticipantId(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -54,7 +45,7 @@ pub async fn mute(
     Path((room, id)): Path<(String, u64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&s, &headers, &room)?;
+    s.admin(&headers, &room)?;
     s.sfu.mute_in(&room, sfu::TrackId(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -75,7 +66,7 @@ pub async fn chat(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let c = admin(&s, &headers, &room)?;
+    let c = s.admin(&headers, &room)?;
     let chat = s
         .chat
         .clone()

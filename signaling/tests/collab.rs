@@ -195,7 +195,15 @@ async fn hostile_pending_updates_are_bounded() {
     );
     good.handle(&update_msg(&author, "still edits\n"))
         .expect("edit");
-    let text_of = |state: &[u8]| {
+    // A newcomer's sync step 2: the document's text, and no pending bytes in it.
+    let newcomer_text = |c: &mut signaling::collab::Conn| {
+        let replies = c
+            .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
+            .expect("step 1");
+        let Ok(Message::Sync(SyncMessage::SyncStep2(state))) = Message::decode_v1(&replies[0])
+        else {
+            panic!("expected step 2");
+        };
         assert!(
             state.len() < 10_000,
             "no pending bytes in the state ({})",
@@ -203,19 +211,13 @@ async fn hostile_pending_updates_are_bounded() {
         );
         let copy = Doc::new();
         copy.transact_mut()
-            .apply_update(Update::decode_v1(state).expect("update"))
+            .apply_update(Update::decode_v1(&state).expect("update"))
             .expect("apply");
         let text = copy.get_or_insert_text("code").get_string(&copy.transact());
         text
     };
     let mut late = collab.join("pending", false).await.expect("join");
-    let replies = late
-        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
-        .expect("step 1");
-    let Ok(Message::Sync(SyncMessage::SyncStep2(state))) = Message::decode_v1(&replies[0]) else {
-        panic!("expected step 2");
-    };
-    assert_eq!(text_of(&state), "kept\nstill edits\n");
+    assert_eq!(newcomer_text(&mut late), "kept\nstill edits\n");
     let mut metrics = String::new();
     collab.render_metrics(&mut metrics);
     assert!(
@@ -228,13 +230,7 @@ async fn hostile_pending_updates_are_bounded() {
     drop(collab);
     let again = Collab::new(dir.clone(), CollabSettings::default()).expect("collab store");
     let mut c = again.join("pending", false).await.expect("join");
-    let replies = c
-        .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
-        .expect("step 1");
-    let Ok(Message::Sync(SyncMessage::SyncStep2(state))) = Message::decode_v1(&replies[0]) else {
-        panic!("expected step 2");
-    };
-    assert_eq!(text_of(&state), "kept\nstill edits\n");
+    assert_eq!(newcomer_text(&mut c), "kept\nstill edits\n");
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
