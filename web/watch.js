@@ -79,6 +79,38 @@ function play(url, mode, id) {
   if (mode === 'vod') video.currentTime = 0;
 }
 
+// Follow the live master: aula stops listing a rung it sheds (its encoder fell behind) a segment
+// before that rung's playlist turns to gaps. Moving down now avoids the stall a player meets at
+// the gap; a rung listed again is offered again.
+async function followMaster() {
+  const hls = state.hls;
+  if (!hls || state.mode !== 'live' || !state.url || !hls.levels.length) return;
+  let text;
+  try {
+    text = await (await fetch(state.url)).text();
+  } catch {
+    return;
+  }
+  if (hls !== state.hls || !text.startsWith('#EXTM3U')) return;
+  const listed = new Set(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.trim().split('?')[0]));
+  const name = (l) => new URL(l.uri, location.href).pathname.split('/').pop();
+  const ok = hls.levels.map((l) => listed.has(name(l)));
+  const top = ok.lastIndexOf(true);
+  if (top < 0) return;
+  const cap = ok.every(Boolean) ? -1 : top;
+  if (hls.autoLevelCapping !== cap) {
+    hls.autoLevelCapping = cap;
+    state.shedLevels = ok.map((v, i) => (v ? null : i)).filter((i) => i !== null);
+    log(cap < 0 ? 'every rung offered again' : `rungs shed by the server: levels ${state.shedLevels.join(',')}`);
+  }
+  const at = hls.loadLevel;
+  if (at >= 0 && !ok[at]) {
+    // The smooth switch: the buffer plays out while the next fragment comes from below.
+    hls.nextLevel = ok.slice(0, at + 1).lastIndexOf(true);
+  }
+}
+setInterval(followMaster, 1000);
+
 setInterval(() => {
   if (state.hls && state.mode === 'live' && Number.isFinite(state.hls.latency)) {
     $('#latency').textContent = `latency ${state.hls.latency.toFixed(1)} s`;

@@ -62,6 +62,10 @@ pub fn run(cmd: EgressCmd, cfg: Config) -> Result<()> {
                     store: Arc::new(cfg.store().await?),
                     keys: cfg.signing_keys()?,
                     settings: cfg.hls.clone(),
+                    cost_model: Some(egress::encode_cost::CostModel::load_or_calibrate(
+                        &cfg.storage.dir,
+                        "veryfast",
+                    )),
                 };
                 // One line a script can wait for.
                 println!("egress worker {name} ready");

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use egress::encode_cost::{self, CostModel};
 use ladders::tune::{self, Evaluation, PlayerModel, ProbePoint, RatedRung};
 use ladders::{
     shipped, shipped_names, shipped_throughput, H264Level, H264Profile, Ladder, Rung, Throughput,
@@ -26,6 +27,16 @@ pub enum LadderCmd {
     },
     /// Pick rungs for a throughput distribution from measured rate-quality of a source clip.
     Tune(Box<TuneArgs>),
+    /// Measure what encoding costs on this machine (a few CPU-seconds) and keep it in
+    /// `{storage.dir}/encode-cost.json`, where `aula serve` and workers read it for admission.
+    Calibrate {
+        /// Write the result here instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// x264 preset, as the live transcoder uses.
+        #[arg(long, default_value = "veryfast")]
+        preset: String,
+    },
 }
 
 #[derive(Args)]
@@ -77,16 +88,61 @@ pub struct TuneArgs {
     json: bool,
 }
 
-pub fn run(cmd: LadderCmd) -> Result<()> {
+/// `data_dir`: the storage directory, where the encode-cost calibration is cached.
+pub fn run(cmd: LadderCmd, data_dir: Option<PathBuf>) -> Result<()> {
     match cmd {
         LadderCmd::Show { profile } => {
             let ladders = match profile {
                 None => shipped_names().filter_map(shipped).collect(),
                 Some(p) => vec![load(&p)?],
             };
+            let cached = data_dir.as_ref().and_then(|d| {
+                let path = d.join(encode_cost::CACHE_FILE);
+                let bytes = std::fs::read(&path).ok()?;
+                serde_json::from_slice::<CostModel>(&bytes)
+                    .ok()
+                    .map(|m| (m, path))
+            });
+            let model = match &cached {
+                Some((m, path)) => {
+                    println!(
+                        "encode cost: calibrated on {} ({})",
+                        m.machine,
+                        path.display()
+                    );
+                    m.clone()
+                }
+                None => {
+                    println!("encode cost: built-in figures (`aula ladder calibrate` measures this machine)");
+                    CostModel::built_in()
+                }
+            };
             for l in ladders {
-                print_ladder(&l);
+                print_ladder(&l, &model);
             }
+            Ok(())
+        }
+        LadderCmd::Calibrate { out, preset } => {
+            let model = CostModel::calibrate(&preset).map_err(|e| anyhow::anyhow!(e))?;
+            let path = match out {
+                Some(p) => p,
+                None => {
+                    let dir = data_dir.context("no storage directory configured")?;
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    dir.join(encode_cost::CACHE_FILE)
+                }
+            };
+            std::fs::write(&path, serde_json::to_vec_pretty(&model)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{}: {:.4} cores per megapixel/s + {:.3} per rung ({}, x264 {})",
+                path.display(),
+                model.cores_per_mpixel_s,
+                model.cores_per_rung,
+                model.machine,
+                model.preset
+            );
             Ok(())
         }
         LadderCmd::Validate { files } => {
@@ -126,15 +182,15 @@ fn load(what: &str) -> Result<Ladder> {
     Ok(Ladder::from_toml(&text, &path.display().to_string())?)
 }
 
-fn print_ladder(l: &Ladder) {
+fn print_ladder(l: &Ladder, model: &CostModel) {
     println!("{} ({:?}): {}", l.name, l.network, l.description);
     println!(
-        "  {:<10} {:>9} {:>4} {:>7} {:>9} {:>6} {:>6} {:<12} {:>10}",
-        "rung", "size", "fps", "kbit/s", "profile", "level", "bpp", "codecs", "bandwidth"
+        "  {:<10} {:>9} {:>4} {:>7} {:>9} {:>6} {:>6} {:<12} {:>10} {:>6}",
+        "rung", "size", "fps", "kbit/s", "profile", "level", "bpp", "codecs", "bandwidth", "cores"
     );
     for r in &l.rungs {
         println!(
-            "  {:<10} {:>9} {:>4} {:>7} {:>9} {:>6} {:>6.3} {:<12} {:>10}",
+            "  {:<10} {:>9} {:>4} {:>7} {:>9} {:>6} {:>6.3} {:<12} {:>10} {:>6.2}",
             r.name,
             format!("{}x{}", r.width, r.height),
             r.fps,
@@ -143,9 +199,15 @@ fn print_ladder(l: &Ladder) {
             r.level.to_string(),
             r.bits_per_pixel(),
             r.codecs(),
-            l.variant_bandwidth(r)
+            l.variant_bandwidth(r),
+            model.rung_cores(r)
         );
     }
+    let total: f64 = model.ladder_cores(l).iter().sum::<f64>() + encode_cost::JOB_OVERHEAD_CORES;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "  encoding all of it live: ~{total:.2} cores with decoding (this machine has {cores})"
+    );
     println!(
         "  audio: AAC-LC {} kbit/s, {} Hz, {} ch; keyframe every {} s; audio-only variant: {}",
         l.audio.bitrate_kbps,
@@ -398,7 +460,7 @@ fn tune_cmd(a: TuneArgs) -> Result<()> {
                 e.mb_per_viewer_hour
             );
         }
-        print_ladder(&tuned);
+        print_ladder(&tuned, &CostModel::built_in());
     }
     match &a.out {
         Some(p) => {

@@ -108,7 +108,7 @@ fn main() -> Result<()> {
     let config = cli.config;
     let cfg = move || Config::load(config.as_deref());
     match cli.cmd {
-        Cmd::Ladder(cmd) => ladder_cmd::run(cmd),
+        Cmd::Ladder(cmd) => ladder_cmd::run(cmd, cfg().ok().map(|c| c.storage.dir)),
         Cmd::Hls(HlsCmd::Sign {
             prefix,
             ttl,
@@ -256,6 +256,17 @@ fn serve(cfg: Config) -> Result<()> {
         } else {
             egress::Egress::new(store, cfg.signing_keys()?, cfg.hls.clone())
         };
+        egress.capacity().set_total(cfg.egress.capacity_cores);
+        {
+            // Measured once per machine (cached in the data directory); the built-in figures
+            // serve the jobs that start before it is done.
+            let (capacity, dir) = (egress.capacity().clone(), cfg.storage.dir.clone());
+            tokio::task::spawn_blocking(move || {
+                capacity.set_model(egress::encode_cost::CostModel::load_or_calibrate(
+                    &dir, "veryfast",
+                ))
+            });
+        }
         let collab = signaling::collab::Collab::with_remote(
             cfg.storage.dir.join("collab"),
             cfg.collab.clone(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use transcoder::{Event, RenditionId, TranscodeSpec, Transcoder};
 
+use crate::job_core::{Action, JobCore, RungChange, ShedPolicy, Tick};
 use crate::settings::HlsSettings;
 use crate::source::Source;
 use crate::tracks::{track_infos, track_name};
@@ -40,7 +41,7 @@ pub struct JobStatus {
     pub ended_at: Option<String>,
     /// Segments taken over from an earlier run of this broadcast (a restart), per track.
     pub resumed_segments: usize,
-    /// Segments completed by this run (top video rendition; audio for audio-only broadcasts).
+    /// Segments completed by this run (lowest video rendition; audio for audio-only broadcasts).
     pub segments: u64,
     pub parts: u64,
     pub keyframe_requests: u64,
@@ -77,6 +78,15 @@ pub struct JobStatus {
     /// Rungs of the profile left out, each with why (`"1080p: above the 1280x720 source"`).
     #[serde(default)]
     pub skipped_rungs: Vec<String>,
+    /// Rungs not encoded now because the encoder fell behind (`v5`); not in the masters.
+    #[serde(default)]
+    pub shed_rungs: Vec<String>,
+    /// Every shed and re-add of this job, oldest first.
+    #[serde(default)]
+    pub rung_changes: Vec<RungChange>,
+    /// Cores admission estimated for the rungs it kept (and the job's decoding).
+    #[serde(default)]
+    pub estimated_cores: f64,
 }
 
 impl JobStatus {
@@ -113,6 +123,9 @@ impl JobStatus {
             source_size: None,
             rungs: Vec::new(),
             skipped_rungs: Vec::new(),
+            shed_rungs: Vec::new(),
+            rung_changes: Vec::new(),
+            estimated_cores: 0.0,
         }
     }
 }
@@ -168,11 +181,9 @@ pub(crate) struct JobRun {
     pub live: LiveIndex,
     /// Continue an earlier run's playlists under `prefix` when they are there.
     pub resume: bool,
+    /// The node's encode capacity: the job's rungs are admitted from it.
+    pub capacity: Arc<crate::encode_cost::Capacity>,
 }
-
-/// How long a rendition may stay stalled after the transcoder's notice (which itself comes
-/// after ~6 s of silence) before the job gives up on its input.
-const UNDECODABLE: Duration = Duration::from_secs(8);
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -235,6 +246,25 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                 .collect();
         });
     }
+    // Admission: the rungs this node can sustain beside the jobs already running.
+    let mut costs = Vec::new();
+    let _reservation = match video {
+        Some(_) => {
+            let admitted = job.capacity.admit(&job.ladder);
+            if !admitted.skipped.is_empty() {
+                warn!(prefix = %job.prefix, skipped = ?admitted.skipped, free = job.capacity.free(), "egress: rungs over the encode capacity left out");
+            }
+            job.ladder = admitted.ladder;
+            costs = admitted.costs;
+            let cores = admitted.reservation.cores();
+            shared.update(|s| {
+                s.skipped_rungs.extend(admitted.skipped);
+                s.estimated_cores = (cores * 100.0).round() / 100.0;
+            });
+            Some(admitted.reservation)
+        }
+        None => None,
+    };
     shared.update(|s| s.rungs = job.ladder.rungs.iter().map(|r| r.name.clone()).collect());
     let segment_target = job.ladder.keyframe_interval_s();
     let mut packager = Packager::new(
@@ -282,44 +312,94 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         tokio::task::spawn_blocking(move || source.feed(tc, stop))
     };
     let tracks: Vec<String> = packager.tracks().map(|t| t.name.clone()).collect();
-    let top = match video {
-        Some(_) => track_name(RenditionId::Video(job.ladder.rungs.len().saturating_sub(1))),
-        None => track_name(RenditionId::Audio),
+    // Segments are counted, and gaps of shed rungs placed, by the lowest rung: never shed.
+    let reference = match video {
+        Some(_) => RenditionId::Video(0),
+        None => RenditionId::Audio,
     };
+    let reference_name = track_name(reference);
     let target = Duration::from_secs_f64(segment_target.round().max(1.0));
-    let mut masters_written = 0u64;
-    let mut closed_tracks = std::collections::HashSet::new();
-    let mut audio_segments = 0u64;
+    let video_rungs = if video.is_some() {
+        job.ladder.rungs.len()
+    } else {
+        0
+    };
+    costs.resize(video_rungs, 0.0);
+    let mut core = JobCore::new(ShedPolicy::default(), costs, audio.is_some());
+    let started = std::time::Instant::now();
     let mut failure: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut meter = crate::speed::SpeedMeter::default();
+    let mut idle = crate::cpu::IdleMeter::default();
     let mut packets_seen = 0u64;
-    let mut stalled: std::collections::HashMap<RenditionId, std::time::Instant> =
-        std::collections::HashMap::new();
+    // Re-added rungs whose output is not yet lined up with the others' segment numbers.
+    let mut readding: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut actions = Vec::new();
     loop {
+        for a in std::mem::take(&mut actions) {
+            match a {
+                Action::WriteMasters => put_all(&uploader, packager.masters()).await,
+                Action::GoLive => {
+                    // Viewers are sent here only once the master they load is stored.
+                    let shared = shared.clone();
+                    uploader
+                        .then(move || {
+                            shared.update(|s| {
+                                if s.state == JobState::Starting {
+                                    s.state = JobState::Live;
+                                }
+                            })
+                        })
+                        .await;
+                }
+                Action::Shed { rung, reason } => {
+                    let name = track_name(RenditionId::Video(rung));
+                    warn!(job = %job.prefix, rendition = %name, %reason, "egress: rung shed");
+                    tc.set_shed(rung, true);
+                    readding.remove(&rung);
+                    packager.set_listed(&name, false);
+                    meter.forget(RenditionId::Video(rung));
+                }
+                Action::Readd { rung } => {
+                    let name = track_name(RenditionId::Video(rung));
+                    info!(job = %job.prefix, rendition = %name, "egress: rung re-added");
+                    tc.set_shed(rung, false);
+                    readding.insert(rung);
+                    packager.set_listed(&name, true);
+                    meter.forget(RenditionId::Video(rung));
+                }
+                Action::Fail(f) => {
+                    failure = Some(f);
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
         let ev = tokio::select! {
             ev = rx.recv() => ev,
             _ = tick.tick() => {
-                // Input keeps arriving but a rendition stays silent: the input cannot be
-                // decoded (garbage, an unsupported stream). End this job, clearly.
-                if let Some((r, _)) = stalled.iter().find(|(_, t)| t.elapsed() > UNDECODABLE) {
-                    failure = Some(format!(
-                        "rendition {r} produced nothing for over {}s while input arrived: the input cannot be decoded",
-                        UNDECODABLE.as_secs() + 6
-                    ));
-                    break;
-                }
                 let st = tc.stats();
-                if st.packets_in == packets_seen {
+                let input_active = st.packets_in != packets_seen;
+                if input_active {
+                    let ends: Vec<_> = st.rendition_ends.iter().filter(|(r, _)| !core.is_shed(*r)).copied().collect();
+                    meter.sample(st.wall, &ends);
+                } else {
                     // No input this second: nothing to judge the encoder by; the figures
                     // keep their last values.
                     meter.reset();
-                } else {
-                    meter.sample(st.wall, &st.rendition_ends);
                 }
                 packets_seen = st.packets_in;
-                let job_speed = meter.job();
                 let renditions = meter.renditions();
+                actions = core.tick(&Tick {
+                    now: started.elapsed(),
+                    input_active,
+                    renditions: renditions.clone(),
+                    idle_cores: idle.idle_cores(),
+                });
+                let job_speed = meter.job();
+                let changes = core.changes().to_vec();
+                let shed: Vec<String> = core.shed().iter().map(|i| track_name(RenditionId::Video(*i))).collect();
                 shared.update(|s| {
                     s.packets_in = st.packets_in;
                     s.packets_rejected = st.packets_rejected;
@@ -332,6 +412,8 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     if !renditions.is_empty() {
                         s.renditions = renditions.into_iter().map(|(_, r)| r).collect();
                     }
+                    s.shed_rungs = shed;
+                    s.rung_changes = changes;
                 });
                 continue;
             }
@@ -345,6 +427,32 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
             }
             Event::Part(p) => {
                 let name = track_name(p.rendition);
+                if let RenditionId::Video(i) = p.rendition {
+                    if core.is_shed(p.rendition) {
+                        // Only the tail of the segment open at the shed still belongs: a shed
+                        // rung starts no segment (its one held boundary frame included).
+                        if p.independent || packager.state(&name).is_some_and(|s| s.open.is_none())
+                        {
+                            continue;
+                        }
+                    } else if readding.contains(&i) {
+                        if !p.independent {
+                            continue;
+                        }
+                        let pdt = pdt_ms(p.wallclock);
+                        let Some(msn) = packager.msn_at(&reference_name, pdt) else {
+                            continue;
+                        };
+                        if packager.next_msn(&name).is_some_and(|n| msn < n) {
+                            // A gap already stands for this segment: start at the next.
+                            continue;
+                        }
+                        readding.remove(&i);
+                        let d = target.as_secs_f64();
+                        let objs = packager.fill_gaps(&name, msn, d, pdt - (d * 1000.0) as i64);
+                        put_all(&uploader, objs).await;
+                    }
+                }
                 let before = packager.state(&name).map_or(0, |s| s.segments.len());
                 let objs = packager.on_part(&name, p.independent, p.duration, p.wallclock, p.data);
                 let closed = packager.state(&name).map_or(0, |s| s.segments.len()) > before;
@@ -354,36 +462,32 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     uploader.then(move || live.publish(&key, pos, target)).await;
                 }
                 if closed {
-                    if p.rendition == RenditionId::Audio {
-                        audio_segments += 1;
-                    }
-                    if name == top {
+                    if p.rendition == reference {
                         shared.update(|s| s.segments += 1);
+                        // Shed (and not yet lined up) rungs keep pace with gaps.
+                        let last = packager
+                            .state(&name)
+                            .and_then(|s| s.segments.last())
+                            .map(|s| (s.msn, s.duration, s.program_date_time_ms));
+                        if let Some((msn, duration, pdt)) = last.filter(|_| video.is_some()) {
+                            let behind: Vec<usize> =
+                                core.shed().iter().chain(readding.iter()).copied().collect();
+                            for i in behind {
+                                let t = track_name(RenditionId::Video(i));
+                                let objs = packager.fill_gaps(&t, msn + 1, duration, pdt);
+                                put_all(&uploader, objs).await;
+                                if let Some(pos) = packager.position(&t) {
+                                    let (live, key) =
+                                        (job.live.clone(), format!("{}/{t}.m3u8", job.prefix));
+                                    uploader.then(move || live.publish(&key, pos, target)).await;
+                                }
+                            }
+                        }
                     }
                     for k in packager.expired() {
                         uploader.delete(k).await;
                     }
-                    // The master names measured bandwidth: first once every track has a
-                    // complete segment, then refreshed every few segments.
-                    closed_tracks.insert(name);
-                    let all = closed_tracks.len() == tracks.len();
-                    if all && (masters_written == 0 || audio_segments.is_multiple_of(5)) {
-                        masters_written += 1;
-                        put_all(&uploader, packager.masters()).await;
-                        if masters_written == 1 {
-                            // Viewers are sent here only once the master they load is stored.
-                            let shared = shared.clone();
-                            uploader
-                                .then(move || {
-                                    shared.update(|s| {
-                                        if s.state == JobState::Starting {
-                                            s.state = JobState::Live;
-                                        }
-                                    })
-                                })
-                                .await;
-                        }
-                    }
+                    actions = core.segment_closed(p.rendition);
                 }
             }
             Event::Error { element, message } => {
@@ -397,14 +501,8 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     k();
                 }
             }
-            Event::Stalled { rendition, .. } => {
-                stalled
-                    .entry(rendition)
-                    .or_insert_with(std::time::Instant::now);
-            }
-            Event::Resumed { rendition } => {
-                stalled.remove(&rendition);
-            }
+            Event::Stalled { rendition, .. } => core.stalled(rendition, started.elapsed()),
+            Event::Resumed { rendition } => core.resumed(rendition),
         }
     }
     // Whatever happened, what was produced becomes a finished (VOD) broadcast.
@@ -432,6 +530,11 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
 
 /// For each shipped profile whose viewers should not be offered every rung of `ladder`, the
 /// video tracks they get.
+fn pdt_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn variant_sets(ladder: &Ladder) -> Vec<(String, Vec<String>)> {
     ladders::shipped_names()
         .filter_map(|name| {

@@ -3,10 +3,13 @@
 //! prefix `{room}/{broadcast}`; a restarted job continues that prefix after a discontinuity.
 #![deny(unsafe_code)]
 
+mod cpu;
+pub mod encode_cost;
 mod error;
 pub mod frame_size;
 mod ids;
 mod job;
+pub mod job_core;
 mod queue;
 mod remote;
 mod service;

@@ -35,6 +35,10 @@ pub struct QueueSettings {
     pub rtp_bind: String,
     /// Jobs one worker runs at once.
     pub max_jobs: usize,
+    /// Cores this node (or worker) encodes with; 0 = all of the machine's. A job starts with
+    /// the rungs that fit beside the running jobs, and a worker takes a job only when the
+    /// cheapest one fits.
+    pub capacity_cores: f64,
 }
 
 impl Default for QueueSettings {
@@ -45,6 +49,7 @@ impl Default for QueueSettings {
             lease_ms: 5000,
             rtp_bind: "127.0.0.1".into(),
             max_jobs: 2,
+            capacity_cores: 0.0,
         }
     }
 }
@@ -61,6 +66,12 @@ impl QueueSettings {
         }
         if self.lease_ms < 1000 {
             return Err("egress.lease_ms must be at least 1000".into());
+        }
+        if !(self.capacity_cores >= 0.0 && self.capacity_cores.is_finite()) {
+            return Err(format!(
+                "egress.capacity_cores {} must be 0 (all cores) or more",
+                self.capacity_cores
+            ));
         }
         if self.max_jobs == 0 {
             return Err("egress.max_jobs must be at least 1".into());

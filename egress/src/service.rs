@@ -11,6 +11,7 @@ use ladders::Ladder;
 use serde::Serialize;
 use tracing::info;
 
+use crate::encode_cost::{Capacity, CostModel};
 use crate::error::EgressError;
 use crate::ids::{new_broadcast_id, valid_name};
 use crate::job::{run, JobRun, JobShared, JobState, JobStatus};
@@ -57,6 +58,8 @@ struct Inner {
     latest: Mutex<HashMap<String, String>>,
     /// Out-of-process egress: room broadcasts are queued for `aula egress worker`s.
     queue: Option<Queue>,
+    /// What this node can encode, and what its jobs hold of it.
+    capacity: Arc<Capacity>,
 }
 
 pub(crate) struct Queue {
@@ -133,8 +136,15 @@ impl Egress {
                 jobs: Mutex::new(HashMap::new()),
                 latest: Mutex::new(HashMap::new()),
                 queue,
+                capacity: Arc::new(Capacity::new(0.0, CostModel::built_in())),
             }),
         }
+    }
+
+    /// The node's encode capacity (the machine's cores until set) and cost model (built-in
+    /// figures until calibrated).
+    pub fn capacity(&self) -> &Arc<Capacity> {
+        &self.inner.capacity
     }
 
     /// The signed origin (`/s/{token}/{key}`) over this service's storage.
@@ -193,6 +203,7 @@ impl Egress {
             store: self.inner.store.clone(),
             live: self.inner.live.clone(),
             resume,
+            capacity: self.inner.capacity.clone(),
         };
         match (&self.inner.queue, &source) {
             (Some(q), Source::Room { .. }) => {
@@ -371,6 +382,18 @@ impl Egress {
             "# TYPE aula_egress_rungs_skipped_total counter\naula_egress_rungs_skipped_total {}",
             jobs.iter().map(|j| j.skipped_rungs.len() as u64).sum::<u64>()
         );
+        out.push_str("# TYPE aula_egress_rung_changes_total counter\n");
+        for change in ["shed", "readded"] {
+            let n = jobs
+                .iter()
+                .flat_map(|j| &j.rung_changes)
+                .filter(|c| c.change == change)
+                .count();
+            let _ = writeln!(
+                out,
+                "aula_egress_rung_changes_total{{change=\"{change}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# TYPE aula_egress_upload_failed_attempts_total counter\naula_egress_upload_failed_attempts_total {}",
@@ -381,7 +404,7 @@ impl Egress {
             "# TYPE aula_egress_upload_blocked_ms_total counter\naula_egress_upload_blocked_ms_total {}",
             sum(|j| j.upload_blocked_ms)
         );
-        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_lag_ms gauge\n# TYPE aula_egress_rendition_speed gauge\n# TYPE aula_egress_rendition_lag_ms gauge\n# TYPE aula_egress_upload_queued gauge\n");
+        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_lag_ms gauge\n# TYPE aula_egress_rendition_speed gauge\n# TYPE aula_egress_rendition_lag_ms gauge\n# TYPE aula_egress_upload_queued gauge\n# TYPE aula_egress_rungs_shed gauge\n");
         for j in jobs.iter().filter(|j| !is_over(j.state)) {
             let _ = writeln!(
                 out,
@@ -402,8 +425,11 @@ impl Egress {
             }
             let _ = writeln!(
                 out,
-                "aula_egress_upload_queued{{job=\"{}\"}} {}",
-                j.id, j.upload_queued
+                "aula_egress_upload_queued{{job=\"{}\"}} {}\naula_egress_rungs_shed{{job=\"{}\"}} {}",
+                j.id,
+                j.upload_queued,
+                j.id,
+                j.shed_rungs.len()
             );
         }
     }

@@ -58,6 +58,11 @@ impl SpeedMeter {
         self.samples.clear();
     }
 
+    /// Forgets one rendition (shed, or re-added after a pause a window would span).
+    pub fn forget(&mut self, r: RenditionId) {
+        self.samples.remove(&r);
+    }
+
     /// Each rendition's speed and lag at the last sample, in rendition order; empty during the
     /// warm-up.
     pub fn renditions(&self) -> Vec<(RenditionId, RenditionSpeed)> {

@@ -35,6 +35,8 @@ pub struct Worker {
     pub store: Arc<Store>,
     pub keys: SigningKeys,
     pub settings: HlsSettings,
+    /// What encoding costs here (calibrated); the built-in figures when `None`.
+    pub cost_model: Option<crate::encode_cost::CostModel>,
 }
 
 struct Ctx {
@@ -104,6 +106,10 @@ impl Worker {
             });
         }
         let egress = Egress::build(self.store, self.keys, self.settings, live, None);
+        egress.capacity().set_total(q.capacity_cores);
+        if let Some(m) = self.cost_model.clone() {
+            egress.capacity().set_model(m);
+        }
         let ctx = Arc::new(Ctx {
             name: self.name.clone(),
             queue: q.clone(),
@@ -122,6 +128,14 @@ impl Worker {
             let Some(permit) = permit else { break };
             if *shutdown.borrow() {
                 break;
+            }
+            // A job is taken only when this worker can encode at least its cheapest form.
+            let capacity = ctx.egress.capacity();
+            let need = ladders::shipped("global").map_or(0.0, |l| capacity.minimum(&l));
+            if capacity.free() < need {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                drop(permit);
+                continue;
             }
             match next_entry(&ctx, &mut conn, &mut reader).await {
                 Ok(Some(entry)) => {

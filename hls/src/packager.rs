@@ -55,6 +55,8 @@ struct Track {
     init_written: bool,
     /// The next segment follows a restart.
     pending_discontinuity: bool,
+    /// Offered in the masters (a shed rung is not).
+    listed: bool,
 }
 
 /// The packager's position for a track: the next part to appear (for blocking reloads).
@@ -98,6 +100,7 @@ impl Packager {
                         total_secs: 0.0,
                         init_written: false,
                         pending_discontinuity: false,
+                        listed: true,
                     },
                 )
             })
@@ -289,6 +292,98 @@ impl Packager {
         out
     }
 
+    /// Offers `track` in the masters written from now on, or not (a shed rung: players that
+    /// loaded an earlier master find gaps in its playlist and move to another rung).
+    pub fn set_listed(&mut self, track: &str, listed: bool) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.listed = listed;
+        }
+    }
+
+    /// Brings a track that is not producing media (a shed rung) up to segment `until_msn`
+    /// (exclusive): its open segment is closed as it is, and every number still missing becomes
+    /// a gap (`EXT-X-GAP`) of `duration` seconds starting at `pdt_ms`, so its numbering and
+    /// timeline stay those of the other tracks. Returns the objects to store.
+    pub fn fill_gaps(
+        &mut self,
+        track: &str,
+        until_msn: u64,
+        duration: f64,
+        pdt_ms: i64,
+    ) -> Vec<Object> {
+        let mut out = Vec::new();
+        let prefix = self.cfg.prefix.clone();
+        let epoch = self.cfg.epoch.clone();
+        let (view, keep) = (self.live_view(), !self.cfg.delete_old);
+        let Some(t) = self.tracks.get_mut(track) else {
+            return out;
+        };
+        let before = t.next_msn;
+        if t.state.open.as_ref().is_some_and(|o| !o.parts.is_empty()) && t.next_msn < until_msn {
+            out.extend(close_segment(t, &prefix, &epoch));
+        }
+        if t.state.open.as_ref().is_some_and(|o| o.parts.is_empty()) {
+            t.state.open = None;
+        }
+        let missing = until_msn.saturating_sub(t.next_msn);
+        for k in 0..missing {
+            let msn = t.next_msn;
+            let back = (missing - 1 - k) as f64 * duration * 1000.0;
+            t.state.segments.push(SegmentEntry {
+                msn,
+                uri: format!("{}/gap-{epoch}-{msn}.m4s", t.info.name),
+                duration,
+                parts: Vec::new(),
+                program_date_time_ms: pdt_ms - back as i64,
+                discontinuity: false,
+                init_uri: t.state.init_uri.clone(),
+                gap: true,
+            });
+            t.next_msn = msn + 1;
+        }
+        if t.next_msn == before {
+            return out;
+        }
+        t.state.preload_hint = None;
+        let name = t.info.name.clone();
+        out.push(Object {
+            key: format!("{prefix}/{name}.m3u8"),
+            body: t.state.render(view).into_bytes(),
+        });
+        if keep {
+            out.push(Object {
+                key: format!("{prefix}/{name}-vod.m3u8"),
+                body: t.state.render(View::Full).into_bytes(),
+            });
+        }
+        out
+    }
+
+    /// The number of `track`'s segment that starts at wall-clock `pdt_ms`: the one listed
+    /// with that start (within half a segment), or counted on from its newest segment.
+    pub fn msn_at(&self, track: &str, pdt_ms: i64) -> Option<u64> {
+        let t = self.tracks.get(track)?;
+        let target_ms = self.cfg.segment_target * 1000.0;
+        let newest = t
+            .state
+            .open
+            .iter()
+            .chain(t.state.segments.iter().rev())
+            .find(|s| !s.gap)?;
+        if let Some(s) = t
+            .state
+            .open
+            .iter()
+            .chain(t.state.segments.iter().rev())
+            .take(16)
+            .find(|s| ((s.program_date_time_ms - pdt_ms).abs() as f64) < target_ms / 2.0)
+        {
+            return Some(s.msn);
+        }
+        let steps = ((pdt_ms - newest.program_date_time_ms) as f64 / target_ms).round();
+        Some((newest.msn as i64 + steps as i64).max(0) as u64)
+    }
+
     /// The master playlists (live and event/VOD, and those of each variant set), with bandwidth
     /// measured so far.
     pub fn masters(&self) -> Vec<Object> {
@@ -308,7 +403,7 @@ impl Packager {
         let ordered = self
             .tracks
             .values()
-            .filter(|t| !t.info.is_audio)
+            .filter(|t| !t.info.is_audio && t.listed)
             .filter(|t| only.is_none_or(|o| o.contains(&t.info.name)))
             .chain(self.tracks.values().filter(|t| t.info.is_audio));
         for t in ordered {

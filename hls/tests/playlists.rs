@@ -100,8 +100,13 @@ impl Bucket {
 /// Every URI in a playlist: lines that are not tags, and URI="..." attributes.
 fn uris(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    let mut gap = false;
     for l in text.lines() {
-        if !l.starts_with('#') && !l.is_empty() {
+        if l == "#EXT-X-GAP" {
+            gap = true;
+        } else if !l.starts_with('#') && !l.is_empty() && std::mem::take(&mut gap) {
+            // A gap names nothing a player fetches.
+        } else if !l.starts_with('#') && !l.is_empty() {
             out.push(l.to_string());
         } else if let Some(i) = l.find("URI=\"") {
             let rest = &l[i + 5..];
@@ -402,4 +407,134 @@ fn open_tail_reads_the_open_segment() {
     ] {
         assert!(hls::open_tail(junk).is_none(), "{junk:?}");
     }
+}
+
+fn two_rungs() -> Vec<TrackInfo> {
+    let mut t = tracks();
+    t.insert(
+        1,
+        TrackInfo {
+            name: "v1".into(),
+            codecs: "avc1.4d401f".into(),
+            resolution: Some((1280, 720)),
+            frame_rate: Some(30.0),
+            is_audio: false,
+        },
+    );
+    t
+}
+
+/// One 2 s segment of four 500 ms parts for `track`, starting at segment `s`.
+fn segment(p: &mut Packager, b: &mut Bucket, track: &str, s: u64, t0: SystemTime) {
+    for k in 0..4u64 {
+        let wall = t0 + Duration::from_millis(s * 2000 + k * 500);
+        b.apply(p.on_part(
+            track,
+            k == 0,
+            Duration::from_millis(500),
+            wall,
+            vec![4; 900],
+        ));
+    }
+}
+
+fn pdt(t0: SystemTime, s: u64) -> i64 {
+    (t0 + Duration::from_millis(s * 2000))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[test]
+fn a_shed_rung_keeps_its_numbering_with_gaps_and_leaves_the_masters() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+    let mut p = Packager::new(cfg("e1"), two_rungs());
+    let mut b = Bucket::new();
+    for t in ["v0", "v1", "audio"] {
+        b.apply(p.on_init(t, vec![0; 100]));
+    }
+    for s in 0..3 {
+        for t in ["v0", "v1", "audio"] {
+            segment(&mut p, &mut b, t, s, t0);
+        }
+    }
+    b.apply(p.masters());
+    assert!(b.playlists["math/b1/master.m3u8"].contains("v1.m3u8"));
+    // v1 is shed after segment 3's parts: v0 goes on; v1's open segment 3 closes as it is and
+    // each segment v0 closes becomes a gap in v1.
+    segment(&mut p, &mut b, "v1", 3, t0);
+    p.set_listed("v1", false);
+    b.apply(p.masters());
+    let master = &b.playlists["math/b1/master.m3u8"];
+    assert!(
+        !master.contains("v1.m3u8") && master.contains("v0.m3u8"),
+        "{master}"
+    );
+    for s in 3..7 {
+        segment(&mut p, &mut b, "v0", s, t0);
+        segment(&mut p, &mut b, "audio", s, t0);
+        // v0 closed segment s - 1 (its segment s opened).
+        b.apply(p.fill_gaps("v1", s, 2.0, pdt(t0, s - 1)));
+    }
+    let v1 = media(&b.playlists["math/b1/v1.m3u8"]);
+    let last = v1.segments.last().expect("segments");
+    assert_eq!(
+        v1.media_sequence + v1.segments.len() as u64,
+        6,
+        "v1 lists 0..=5"
+    );
+    assert!(
+        last.unknown_tags.iter().any(|t| t.tag == "X-GAP"),
+        "{last:?}"
+    );
+    assert_eq!(last.duration, 2.0);
+    let text = &b.playlists["math/b1/v1.m3u8"];
+    assert!(text.contains("#EXT-X-GAP"), "{text}");
+    assert!(
+        !text.contains("PRELOAD-HINT"),
+        "a shed rung hints no part: {text}"
+    );
+    // Segment 3 is the real one closed at the shed, 4 and 5 are gaps.
+    let real: Vec<bool> = v1
+        .segments
+        .iter()
+        .map(|s| !s.unknown_tags.iter().any(|t| t.tag == "X-GAP"))
+        .collect();
+    assert_eq!(real, vec![true, true, true, true, false, false]);
+    // The rung comes back at segment 7 (v0 is at 6): it finds its number from v0's timeline and
+    // the missing one is a gap too.
+    assert_eq!(p.msn_at("v0", pdt(t0, 6)), Some(6), "listed");
+    assert_eq!(p.msn_at("v0", pdt(t0, 7) + 30), Some(7), "counted on");
+    b.apply(p.fill_gaps("v1", 7, 2.0, pdt(t0, 6)));
+    p.set_listed("v1", true);
+    segment(&mut p, &mut b, "v1", 7, t0);
+    segment(&mut p, &mut b, "v0", 7, t0);
+    segment(&mut p, &mut b, "v0", 8, t0);
+    segment(&mut p, &mut b, "v1", 8, t0);
+    b.apply(p.masters());
+    assert!(b.playlists["math/b1/master.m3u8"].contains("v1.m3u8"));
+    let v1 = media(&b.playlists["math/b1/v1.m3u8"]);
+    let v0 = media(&b.playlists["math/b1/v0.m3u8"]);
+    assert_eq!(
+        v1.media_sequence + v1.segments.len() as u64,
+        v0.media_sequence + v0.segments.len() as u64,
+        "same numbering as v0"
+    );
+    assert!(v1
+        .segments
+        .last()
+        .is_some_and(|s| s.uri.ends_with("-7.m4s")));
+    // The same start times as v0, segment by segment.
+    let starts = |pl: &MediaPlaylist| -> Vec<String> {
+        pl.segments
+            .iter()
+            .map(|s| format!("{:?}", s.program_date_time))
+            .collect()
+    };
+    let n = v1.segments.len().min(v0.segments.len());
+    assert_eq!(starts(&v1)[..n], starts(&v0)[..n]);
+    // At the end the VOD lists the gaps as gaps.
+    b.apply(p.finish());
+    let vod = &b.playlists["math/b1/v1-vod.m3u8"];
+    assert_eq!(vod.matches("#EXT-X-GAP").count(), 3, "{vod}");
+    assert!(vod.contains("#EXT-X-ENDLIST"));
 }

@@ -5,6 +5,7 @@
 //! (CMAF chunks) for LL-HLS.
 #![deny(unsafe_code)]
 
+pub mod cost;
 mod error;
 mod init;
 mod live;

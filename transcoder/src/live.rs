@@ -1,7 +1,7 @@
 //! The live transcoder: builds and runs one GStreamer pipeline per job.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,7 +33,7 @@ pub struct Stats {
     pub media_out: Duration,
     pub wall: Duration,
     /// Each rendition's furthest part end, in running time (the pipeline's clock since it
-    /// started, which is also `wall`'s origin): `wall - end` is how far it is behind live.
+    /// started, which `wall` reads too): `wall - end` is how far it is behind live.
     pub rendition_ends: Vec<(RenditionId, Duration)>,
 }
 
@@ -53,6 +53,17 @@ struct Counters {
     last_reject: Mutex<Option<Reject>>,
 }
 
+/// A rung's encoding state; shedding and re-adding take effect at a segment boundary, so the
+/// rung's segments stay whole and a re-added rung starts with a keyframe on the grid. Frames of
+/// a shed rung are dropped before its scaler: it costs nothing.
+const ENCODING: u8 = 0;
+/// The next boundary turns it to `SHED_AT_BOUNDARY`: players that follow the master (which
+/// stops listing the rung at once) get a segment's time to move down before the gaps start.
+const SHED_SOON: u8 = 4;
+const SHED_AT_BOUNDARY: u8 = 1;
+const SHED: u8 = 2;
+const READD_AT_BOUNDARY: u8 = 3;
+
 struct Input {
     src: gst_app::AppSrc,
     gate: Mutex<RtpInput>,
@@ -67,7 +78,26 @@ pub struct Transcoder {
     stop: Arc<AtomicBool>,
     eos: Mutex<mpsc::Receiver<()>>,
     monitor: Option<JoinHandle<()>>,
+    /// Each video rung's encoding state.
+    rungs: Arc<Vec<AtomicU8>>,
 }
+
+/// Input waiting for a pipeline that fell behind is dropped past this (the oldest first; the
+/// decoder then asks for a keyframe): a job short of CPU stays this close to live instead of
+/// falling further behind for as long as 8 MB of RTP lasts (~25 s at 2.5 Mbit/s).
+const INPUT_BACKLOG: Duration = Duration::from_secs(1);
+
+/// videorate fills a hole in the input (frames lost or dropped) with copies of the last frame up
+/// to this long; a longer hole stays a hole (the last frame lasts through it). Copies cost a full
+/// encode on every rung: a job short of CPU that dropped input got it all back as copies to
+/// encode and fell further behind.
+const MAX_DUPLICATION: Duration = Duration::from_millis(500);
+
+/// How far one rendition's branch may run ahead of the slowest: the tee waits past it. Short,
+/// so the renditions stay within this of each other and a player that moves down a rung finds
+/// media at its position (with 3 s here, a job short of CPU left its renditions seconds apart
+/// and a switch down stalled for that long).
+const RENDITION_SPREAD: Duration = Duration::from_millis(500);
 
 /// Recent segment-boundary PTS values chosen at the tee, so each rendition keeps those frames.
 type Boundaries = Arc<Mutex<VecDeque<u64>>>;
@@ -80,7 +110,8 @@ fn describe(spec: &TranscodeSpec) -> String {
     let mux = format!("manual-split=true fragment-duration={frag} chunk-duration={chunk}");
     if let Some(v) = spec.video {
         // videorate: constant frame rate at the ladder's top rate, so frames the decoder drops
-        // (loss it could not conceal) or a stalled sender leave a held picture, not a hole.
+        // (loss it could not conceal) leave a held picture, not a hole; past MAX_DUPLICATION
+        // the last frame just lasts longer (no copies to encode).
         let decode = match v.codec {
             VideoCodec::Vp8 => "rtpvp8depay request-keyframe=true wait-for-keyframe=false ! vp8dec max-errors=-1",
             VideoCodec::H264 => {
@@ -88,24 +119,27 @@ fn describe(spec: &TranscodeSpec) -> String {
             }
         };
         d += &format!(
-            "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 leaky-type=downstream \
+            "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 max-time={backlog} leaky-type=downstream \
              caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name={},payload={}\" \
-             ! rtpjitterbuffer mode=none latency={jb} do-lost=true ! {decode} ! videoconvert ! videorate \
+             ! rtpjitterbuffer mode=none latency={jb} do-lost=true drop-on-latency=true ! {decode} ! videoconvert ! videorate max-duplication-time={hold} \
              ! capsfilter name=vraw caps=video/x-raw,format=I420,framerate={fps}/1 ! tee name=vtee ",
             v.codec.encoding_name(),
             v.payload_type,
             fps = spec.ladder.max_fps(),
+            backlog = INPUT_BACKLOG.as_nanos(),
+            hold = MAX_DUPLICATION.as_nanos(),
         );
         for (i, r) in spec.ladder.rungs.iter().enumerate() {
             d += &format!(
-                " vtee. ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 \
+                " vtee. ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time={step} \
                  ! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
                  ! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
                  ! cmafmux name=vmux{i} {mux} ! appsink name=vsink{i} sync=false buffer-list=true ",
                 r.width,
                 r.height,
                 r.fps.min(spec.ladder.max_fps()),
-                x264::caps(r)
+                x264::caps(r),
+                step = RENDITION_SPREAD.as_nanos(),
             );
         }
     }
@@ -188,6 +222,11 @@ impl Transcoder {
         let grid = Grid::new(spec.segment_duration());
         let wall0 = SystemTime::now();
 
+        let rungs: Arc<Vec<AtomicU8>> = Arc::new(
+            (0..spec.ladder.rungs.len())
+                .map(|_| AtomicU8::new(ENCODING))
+                .collect(),
+        );
         let mut video = None;
         if let Some(v) = spec.video {
             let src = element(&pipeline, "vsrc")?
@@ -224,6 +263,7 @@ impl Transcoder {
             for (i, rung) in spec.ladder.rungs.iter().enumerate() {
                 let cap = Mutex::new(FpsCap::new(rung.fps));
                 let b = boundaries.clone();
+                let states = rungs.clone();
                 src_pad(&pipeline, &format!("vq{i}"))?.add_probe(
                     gst::PadProbeType::BUFFER,
                     move |_, info| {
@@ -231,6 +271,33 @@ impl Transcoder {
                             return gst::PadProbeReturn::Ok;
                         };
                         let boundary = b.lock().is_ok_and(|q| q.contains(&pts.nseconds()));
+                        let Some(state) = states.get(i) else {
+                            return gst::PadProbeReturn::Ok;
+                        };
+                        match state.load(Ordering::Relaxed) {
+                            SHED_SOON if boundary => {
+                                state.store(SHED_AT_BOUNDARY, Ordering::Relaxed);
+                            }
+                            SHED_AT_BOUNDARY if boundary => {
+                                // The boundary frame still goes through: the muxer closes the
+                                // segment before it only when a frame follows. It then holds
+                                // that one-frame segment until the rung returns (or the job
+                                // ends) and hands it out lasting the whole pause; the job
+                                // drops it, as it falls where the playlist has gaps.
+                                state.store(SHED, Ordering::Relaxed);
+                            }
+                            SHED | READD_AT_BOUNDARY if !boundary => {
+                                return gst::PadProbeReturn::Drop
+                            }
+                            READD_AT_BOUNDARY => {
+                                state.store(ENCODING, Ordering::Relaxed);
+                                if let Ok(mut c) = cap.lock() {
+                                    c.reset();
+                                }
+                            }
+                            SHED => return gst::PadProbeReturn::Drop,
+                            _ => {}
+                        }
                         if cap
                             .lock()
                             .map_or(true, |mut c| c.keep(pts.nseconds(), boundary))
@@ -302,12 +369,13 @@ impl Transcoder {
             .collect();
         let stall_after = spec.segment_duration() * 2 + Duration::from_secs(2);
         let monitor = {
-            let (bus, stop, counters) = (
+            let (bus, stop, counters, rungs) = (
                 pipeline
                     .bus()
                     .ok_or_else(|| TranscodeError::Pipeline("no bus".into()))?,
                 stop.clone(),
                 counters.clone(),
+                rungs.clone(),
             );
             std::thread::Builder::new()
                 .name("transcoder-monitor".into())
@@ -316,6 +384,7 @@ impl Transcoder {
                         bus,
                         stop,
                         counters,
+                        rungs,
                         started,
                         renditions,
                         stall_after,
@@ -336,9 +405,56 @@ impl Transcoder {
                 stop,
                 eos: Mutex::new(eos_rx),
                 monitor: Some(monitor),
+                rungs,
             },
             rx,
         ))
+    }
+
+    /// Stops encoding video rung `rung` from the segment boundary after next (`shed`), or
+    /// encodes it again from the next one. Its last segment before the shed is complete; meanwhile it
+    /// produces nothing, except one part at the shed's boundary that arrives when it returns
+    /// and lasts the whole pause (the caller drops it), and the monitor does not count the
+    /// silence as a stall.
+    pub fn set_shed(&self, rung: usize, shed: bool) {
+        let Some(state) = self.rungs.get(rung) else {
+            return;
+        };
+        if shed {
+            let _ =
+                state.compare_exchange(ENCODING, SHED_SOON, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = state.compare_exchange(
+                READD_AT_BOUNDARY,
+                SHED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            // Silent until now by design: the stall clock starts again.
+            if let Ok(mut l) = self.counters.last_part.lock() {
+                l.insert(RenditionId::Video(rung), Instant::now());
+            }
+            let _ = state.compare_exchange(
+                SHED,
+                READD_AT_BOUNDARY,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            let _ = state.compare_exchange(
+                SHED_AT_BOUNDARY,
+                ENCODING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            let _ =
+                state.compare_exchange(SHED_SOON, ENCODING, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        info!(
+            rung,
+            shed,
+            "transcoder: rung {}",
+            if shed { "shed" } else { "re-added" }
+        );
     }
 
     /// Feeds one video RTP packet (as received from the network).
@@ -398,7 +514,12 @@ impl Transcoder {
             parts_out: c.parts_out.load(Ordering::Relaxed),
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             media_out: end.saturating_sub(first),
-            wall: self.started.elapsed(),
+            // The pipeline's running time, the clock media times are on: the time since this
+            // struct was made also counts building the pipeline, seconds on a starved CPU.
+            wall: self.pipeline.current_running_time().map_or_else(
+                || self.started.elapsed(),
+                |t| Duration::from_nanos(t.nseconds()),
+            ),
             rendition_ends: c
                 .rendition_ends
                 .lock()
@@ -556,6 +677,7 @@ fn monitor(
     bus: gst::Bus,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    rungs: Arc<Vec<AtomicU8>>,
     started: Instant,
     renditions: Vec<RenditionId>,
     stall_after: Duration,
@@ -605,6 +727,15 @@ fn monitor(
             .map(|l| l.clone())
             .unwrap_or_default();
         for r in &renditions {
+            if let RenditionId::Video(i) = r {
+                if rungs
+                    .get(*i)
+                    .is_some_and(|s| s.load(Ordering::Relaxed) != ENCODING)
+                {
+                    // Shed: silent on purpose.
+                    continue;
+                }
+            }
             let silent = last.get(r).map_or(now, |t| t.elapsed());
             let is_stalled = stalled.entry(*r).or_insert(false);
             if !*is_stalled && input_active && silent > stall_after {

@@ -67,6 +67,11 @@ impl FpsCap {
         }
     }
 
+    /// Forgets the last frame kept (the rendition was not encoded for a while).
+    pub fn reset(&mut self) {
+        self.next = None;
+    }
+
     pub fn keep(&mut self, pts: u64, boundary: bool) -> bool {
         match self.next {
             Some(next) if !boundary && pts + TOLERANCE_NS < next => false,

@@ -28,6 +28,7 @@ fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change()
         garbage_at: Some((Duration::from_secs(5), 3000)),
         resize_at: Some((Duration::from_secs(8), 320, 240)),
         ssrc_change_at: Some(Duration::from_secs(13)),
+        shed: None,
     };
     let (out, stats) = run(tc, rx, &src, 20, faults);
     eprintln!(
@@ -87,4 +88,97 @@ fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change()
     let audio = &out.parts[&RenditionId::Audio];
     let secs: f64 = audio.iter().map(|p| p.duration.as_secs_f64()).sum();
     assert!(secs > 17.0, "audio {secs:.1} s");
+}
+
+/// Shedding a rung (the encoder fell behind) and adding it back: the rung's output stops at a
+/// segment boundary with its last segment complete, nothing counts as a stall meanwhile, the
+/// others go on without a hole, and the rung comes back with a keyframe at a boundary the
+/// other rungs share.
+#[test]
+fn a_shed_rung_stops_at_a_segment_boundary_and_comes_back_on_the_grid() {
+    let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
+    let spec = TranscodeSpec::new(
+        test_ladder(),
+        Some(VideoInput {
+            codec: VideoCodec::Vp8,
+            payload_type: VIDEO_PT,
+        }),
+        Some(AudioInput {
+            payload_type: AUDIO_PT,
+        }),
+    );
+    let (tc, rx) = Transcoder::start(spec).expect("start");
+    let top = test_ladder().rungs.len() - 1;
+    let faults = Faults {
+        shed: Some((Duration::from_secs(5), Duration::from_secs(16), top)),
+        ..Faults::default()
+    };
+    let (out, _) = run(tc, rx, &src, 24, faults);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert!(
+        out.stalls.is_empty(),
+        "a shed rung is silent on purpose: {:?}",
+        out.stalls
+    );
+    let shed = &out.parts[&RenditionId::Video(top)];
+    let low = &out.parts[&RenditionId::Video(0)];
+    let starts = |parts: &[transcoder::Part]| -> Vec<f64> {
+        parts
+            .iter()
+            .filter(|p| p.independent)
+            .map(|p| p.pts.as_secs_f64())
+            .collect()
+    };
+    let (shed_starts, low_starts) = (starts(shed), starts(low));
+    // The pause: one part at a segment boundary that lasts until the rung's return (the
+    // boundary frame the muxer held), then a keyframe on the grid again.
+    let timeline: Vec<String> = shed
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.2}{}+{:.2}",
+                p.pts.as_secs_f64(),
+                if p.independent { "K" } else { "" },
+                p.duration.as_secs_f64()
+            )
+        })
+        .collect();
+    let held = shed
+        .iter()
+        .position(|p| p.duration > Duration::from_secs(4))
+        .unwrap_or_else(|| panic!("the shed rung did not pause: {timeline:?}"));
+    let (stopped, resumed) = (
+        shed[held].pts.as_secs_f64(),
+        (shed[held].pts + shed[held].duration).as_secs_f64(),
+    );
+    eprintln!("shed rung: stopped at {stopped:.2} s, back at {resumed:.2} s; v0 segments start at {low_starts:?}");
+    assert!(shed[held].independent, "it stops at a boundary");
+    let after = shed.get(held + 1).expect("it came back");
+    assert!(after.independent, "it comes back with a keyframe");
+    assert!((after.pts.as_secs_f64() - resumed).abs() < 0.01);
+    let on_grid = |t: f64| low_starts.iter().any(|s| (s - t).abs() < 0.01);
+    assert!(
+        on_grid(stopped),
+        "stopped at a segment boundary of v0: {stopped}"
+    );
+    assert!(
+        on_grid(resumed),
+        "back at a segment boundary of v0: {resumed}"
+    );
+    assert!(
+        resumed - stopped >= 8.0,
+        "shed for most of 5..16 s: {stopped}..{resumed}"
+    );
+    // Every segment start it has is one the lowest rung has too.
+    for s in &shed_starts {
+        assert!(on_grid(*s), "segment start {s} not on v0's grid");
+    }
+    // The others have no hole.
+    for w in low.windows(2) {
+        let gap = w[1].pts.as_secs_f64() - (w[0].pts + w[0].duration).as_secs_f64();
+        assert!(gap < 0.2, "v0 has a {gap:.2} s hole");
+    }
+    // And the rung decodes after its return.
+    let rb = read_back(&out.file(RenditionId::Video(top)), true);
+    assert!(rb.decoded > 100, "{rb:?}");
 }

@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: start `aula serve` on free loopback ports, mint tokens
 // with `aula token`, launch Debian's headless Chromium with a fake camera and mic.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, renameSync, copyFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,9 +10,25 @@ import { chromium } from 'playwright-core';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const AULA = process.env.AULA_BIN || join(root, 'target', 'debug', 'aula');
 
+const CALIBRATION = join(tmpdir(), `aula-test-encode-cost-${process.getuid?.() ?? 0}.json`);
+
+function seedCalibration(dir) {
+  if (existsSync(join(dir, 'encode-cost.json'))) return;
+  if (!existsSync(CALIBRATION)) {
+    const tmp = `${CALIBRATION}.${process.pid}`;
+    execFileSync(AULA, ['ladder', 'calibrate', '--out', tmp]);
+    renameSync(tmp, CALIBRATION);
+  }
+  copyFileSync(CALIBRATION, join(dir, 'encode-cost.json'));
+}
+
 export async function startServer(extraEnv = {}, opts = {}) {
   // opts.dir: reuse a storage directory (a restart); it is then left for the caller.
   const dir = opts.dir || mkdtempSync(join(tmpdir(), 'aula-test-'));
+  // The encode-cost calibration (`aula ladder calibrate`, a few CPU-seconds) is measured once
+  // for the whole run and copied in, as a server finds its own on a second start;
+  // opts.calibrate leaves it out, so the server measures at start (the first-start path).
+  if (!opts.calibrate) seedCalibration(dir);
   const env = {
     ...process.env,
     AULA_HTTP__BIND: '127.0.0.1:0',
@@ -21,7 +37,9 @@ export async function startServer(extraEnv = {}, opts = {}) {
     RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn',
     ...extraEnv,
   };
-  const proc = spawn(AULA, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // opts.cpus: pin the server to these cores (`taskset -c`), apart from the browsers.
+  const [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, AULA, 'serve']] : [AULA, ['serve']];
+  const proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   proc.stderr.on('data', (d) => { logs += d; });
   const [base, media] = await new Promise((resolve, reject) => {
@@ -70,8 +88,16 @@ const BROWSER_OPTIONS = (extra = []) => ({
 });
 
 // `extra`: more Chromium flags (a test certificate's SPKI to trust, say).
-export async function launchBrowser(extra = []) {
-  return chromium.launch(BROWSER_OPTIONS(extra));
+// opts.cpus: pin every Chromium process to these cores (`taskset -c`, inherited by the
+// processes it starts).
+export async function launchBrowser(extra = [], opts = {}) {
+  const options = BROWSER_OPTIONS(extra);
+  if (opts.cpus) {
+    const wrapper = join(mkdtempSync(join(tmpdir(), 'aula-chromium-')), 'chromium');
+    writeFileSync(wrapper, `#!/bin/sh\nexec taskset -c ${opts.cpus} ${options.executablePath} "$@"\n`, { mode: 0o755 });
+    options.executablePath = wrapper;
+  }
+  return chromium.launch(options);
 }
 
 // A browser in its own process group, so a test can freeze all of it (SIGSTOP: its network

@@ -31,6 +31,8 @@ pub struct Faults {
     pub resize_at: Option<(Duration, u32, u32)>,
     /// At this time, the video SSRC (and its sequence and timestamp bases) change.
     pub ssrc_change_at: Option<Duration>,
+    /// Shed this rung at the first time and add it back at the second.
+    pub shed: Option<(Duration, Duration, usize)>,
 }
 
 /// Everything a job put out, by rendition.
@@ -100,6 +102,7 @@ pub fn run(
     let (mut garbage_done, mut resize_done) = (false, false);
     let mut ssrc_shift: Option<(u32, u16, u32)> = None;
     let mut answered = 0;
+    let mut shed_state = 0;
     while start.elapsed() < Duration::from_secs(seconds) {
         let t = start.elapsed();
         if let Some((at, n)) = f.garbage_at {
@@ -128,6 +131,16 @@ pub fn run(
             if ssrc_shift.is_none() && t >= at {
                 ssrc_shift = Some((0x5eed_0001, 30_000, 1_000_000_000));
                 src.force_keyframe();
+            }
+        }
+        if let Some((off, on, rung)) = f.shed {
+            if t >= off && shed_state == 0 {
+                shed_state = 1;
+                tc.set_shed(rung, true);
+            }
+            if t >= on && shed_state == 1 {
+                shed_state = 2;
+                tc.set_shed(rung, false);
             }
         }
         let mut idle = true;
