@@ -147,6 +147,9 @@ pub async fn serve(
                 Some(a) => {
                     // The handshake is part of the request head's deadline.
                     match tokio::time::timeout(header_timeout, a.accept(io)).await {
+                        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            serve_h2(tls, svc, header_timeout, stop_rx, peer).await
+                        }
                         Ok(Ok(tls)) => serve_io(tls, svc, header_timeout, stop_rx, peer).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake not finished within the deadline"),
@@ -190,6 +193,50 @@ async fn serve_io<I, S>(
         debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
+
+/// One HTTP/2 connection (TLS with ALPN `h2`): WebSockets over it by extended CONNECT (RFC
+/// 8441). A peer that stops answering pings for `header_timeout` is dropped; streams per
+/// connection and header sizes are capped.
+async fn serve_h2<I, S>(
+    io: I,
+    svc: S,
+    header_timeout: Duration,
+    mut stop_rx: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_BYTES)
+        .enable_connect_protocol()
+        .serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop_rx.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        debug!(%peer, error = %e, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// Streams one HTTP/2 connection may have open: a page with its room socket, document socket,
+/// LL-HLS blocking reloads and parts stays far below it.
+const H2_MAX_STREAMS: u32 = 256;
+/// Largest request head over HTTP/2 (HTTP/1.1's is hyper's 400 KiB buffer): tokens are ~1 KiB.
+const H2_MAX_HEADER_BYTES: u32 = 64 * 1024;
 
 /// A connection holding its place under `max_connections` for as long as its socket lives: an
 /// upgraded WebSocket takes the socket along, and so the place.

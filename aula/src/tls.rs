@@ -36,7 +36,8 @@ fn load(cert: &Path, key: &Path) -> Result<ServerConfig> {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .context("http.tls_cert and http.tls_key do not make a usable pair")?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the client offers it (every browser does over TLS), HTTP/1.1 otherwise.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
 

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, on, post, MethodFilter};
 use axum::Router;
 use sfu::server::SfuHandle;
 use sfu::ParticipantId;
@@ -121,6 +121,11 @@ impl AppState {
 /// Request bodies above this are refused (SDP offers are a few KiB).
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
+/// The methods a WebSocket upgrade arrives with: GET (HTTP/1.1), CONNECT (HTTP/2, RFC 8441).
+fn ws_methods() -> MethodFilter {
+    MethodFilter::GET.or(MethodFilter::CONNECT)
+}
+
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -139,8 +144,12 @@ pub fn router(state: AppState) -> Router {
         .route("/broadcast/{room}", get(pages::broadcast))
         .route("/live/{room}", get(pages::live))
         .route("/assets/{name}", get(pages::asset))
-        .route("/rtc/{room}", get(rtc_ws::upgrade))
-        .route("/collab/{room}", get(crate::collab::ws::upgrade))
+        // GET for WebSockets over HTTP/1.1, CONNECT for RFC 8441's over HTTP/2.
+        .route("/rtc/{room}", on(ws_methods(), rtc_ws::upgrade))
+        .route(
+            "/collab/{room}",
+            on(ws_methods(), crate::collab::ws::upgrade),
+        )
         .route(
             "/collab/{room}/teacher",
             get(crate::collab::teacher::upgrade),

@@ -129,14 +129,52 @@ fn describe(spec: &TranscodeSpec) -> String {
             backlog = INPUT_BACKLOG.as_nanos(),
             hold = MAX_DUPLICATION.as_nanos(),
         );
+        // Where each rung's pictures come from: with cascade scaling, one scaler per distinct
+        // size, each fed by the next larger size's output (the largest by the source), so no
+        // scaler reads more than the size above it and rungs of one size share one; else
+        // every rung scales the source itself.
+        let mut sizes: Vec<(u32, u32)> = spec
+            .ladder
+            .rungs
+            .iter()
+            .map(|r| (r.width, r.height))
+            .collect();
+        sizes.sort_by_key(|(w, h)| std::cmp::Reverse(w * h));
+        sizes.dedup();
+        if spec.cascade_scaling {
+            for (k, (w, h)) in sizes.iter().enumerate() {
+                let input = if k == 0 {
+                    "vtee.".to_string()
+                } else {
+                    format!("vs{}.", k - 1)
+                };
+                d += &format!(
+                    " {input} ! queue name=vsq{k} max-size-buffers=4 max-size-bytes=0 max-size-time=0 \
+                     ! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
+                     ! tee name=vs{k} "
+                );
+            }
+        }
         for (i, r) in spec.ladder.rungs.iter().enumerate() {
+            let (input, scale) = if spec.cascade_scaling {
+                let k = sizes
+                    .iter()
+                    .position(|s| *s == (r.width, r.height))
+                    .unwrap_or(0);
+                (format!("vs{k}."), String::new())
+            } else {
+                (
+                    "vtee.".to_string(),
+                    format!(
+                        "! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ",
+                        r.width, r.height
+                    ),
+                )
+            };
             d += &format!(
-                " vtee. ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time={step} \
-                 ! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 \
-                 ! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
+                " {input} ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time={step} \
+                 {scale}! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
                  ! cmafmux name=vmux{i} {mux} ! appsink name=vsink{i} sync=false buffer-list=true ",
-                r.width,
-                r.height,
                 r.fps.min(spec.ladder.max_fps()),
                 x264::caps(r),
                 step = RENDITION_SPREAD.as_nanos(),

@@ -44,6 +44,9 @@ pub struct TranscodeSpec {
     pub jitter_latency: Duration,
     /// x264 speed preset (ultrafast .. medium); live default "veryfast".
     pub x264_preset: String,
+    /// Scale each rung from the next larger one (one scaler per distinct size) instead of
+    /// every rung from the source.
+    pub cascade_scaling: bool,
 }
 
 impl TranscodeSpec {
@@ -55,6 +58,7 @@ impl TranscodeSpec {
             part_duration: Duration::from_millis(500),
             jitter_latency: Duration::from_millis(200),
             x264_preset: "veryfast".into(),
+            cascade_scaling: true,
         }
     }
 

@@ -68,8 +68,46 @@ test('two room pages over https:// and wss:// decode each other, camera on', asy
   }
   for (const page of pages) {
     assert.equal(await page.evaluate(() => window.isSecureContext && location.protocol), 'https:');
+    // Browsers negotiate HTTP/2 over TLS (ALPN h2); the room's WebSocket goes over it by
+    // RFC 8441 extended CONNECT, or over HTTP/1.1 where a browser does not do that.
+    assert.equal(await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol), 'h2');
     await waitFor(async () => { const v = Object.values(await tileFrames(page)); return v.length === 1 && v[0].frames > 20; }, 30_000, 'decoding the other over https');
   }
+});
+
+test('HTTP/2 and HTTP/1.1 are both served over TLS', async () => {
+  const http2 = await import('node:http2');
+  const h2 = http2.connect(server.base, { ca: first.ca });
+  const status = await new Promise((resolve, reject) => {
+    const req = h2.request({ ':path': '/healthz' });
+    req.on('response', (h) => resolve(h[':status']));
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(status, 200);
+  assert.equal(h2.alpnProtocol, 'h2');
+  // An extended CONNECT WebSocket (RFC 8441) is accepted: the server advertised it, and a
+  // document socket opens over the HTTP/2 connection (200, then y-sync step 1 arrives).
+  assert.equal(h2.remoteSettings.enableConnectProtocol, true);
+  const ws = h2.request({
+    ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https',
+    ':path': `/collab/secure?token=${server.token('secure', 'h2')}`,
+    'sec-websocket-version': '13',
+  });
+  const [wsStatus, firstBytes] = await new Promise((resolve, reject) => {
+    let st;
+    ws.on('response', (h) => { st = h[':status']; });
+    ws.on('data', (d) => resolve([st, d.length]));
+    ws.on('error', reject);
+    setTimeout(() => resolve([st, 0]), 5000);
+  });
+  assert.equal(wsStatus, 200);
+  assert.ok(firstBytes > 0, 'the server greets over the HTTP/2 WebSocket');
+  ws.close();
+  h2.close();
+  // A client that offers only HTTP/1.1 still gets it.
+  const r = await presentedIssuer(server.base, first.ca);
+  assert.equal(r.status, 200);
 });
 
 test('WHIP and WHEP over https://', async () => {
