@@ -87,6 +87,10 @@ pub struct JobStatus {
     /// Cores admission estimated for the rungs it kept (and the job's decoding).
     #[serde(default)]
     pub estimated_cores: f64,
+    /// Share of the video input the pipeline dropped in the last second, in percent: it fell
+    /// behind and its bounded queues overflowed.
+    #[serde(default)]
+    pub input_dropped_pct: f64,
 }
 
 impl JobStatus {
@@ -126,6 +130,7 @@ impl JobStatus {
             shed_rungs: Vec::new(),
             rung_changes: Vec::new(),
             estimated_cores: 0.0,
+            input_dropped_pct: 0.0,
         }
     }
 }
@@ -332,6 +337,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
     let mut meter = crate::speed::SpeedMeter::default();
     let mut idle = crate::cpu::IdleMeter::default();
     let mut packets_seen = 0u64;
+    let mut video_seen = (0u64, 0u64);
     // Re-added rungs whose output is not yet lined up with the others' segment numbers.
     let mut readding: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let mut actions = Vec::new();
@@ -390,13 +396,23 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     meter.reset();
                 }
                 packets_seen = st.packets_in;
+                let admitted = st.video_packets_admitted.saturating_sub(video_seen.0);
+                let decoded = st.video_packets_decoded.saturating_sub(video_seen.1);
+                video_seen = (st.video_packets_admitted, st.video_packets_decoded);
+                let input_dropped = if admitted >= 50 {
+                    admitted.saturating_sub(decoded) as f64 / admitted as f64
+                } else {
+                    0.0
+                };
                 let renditions = meter.renditions();
                 actions = core.tick(&Tick {
                     now: started.elapsed(),
                     input_active,
                     renditions: renditions.clone(),
                     idle_cores: idle.idle_cores(),
+                    input_dropped,
                 });
+                shared.update(|s| s.input_dropped_pct = (input_dropped * 1000.0).round() / 10.0);
                 let job_speed = meter.job();
                 let changes = core.changes().to_vec();
                 let shed: Vec<String> = core.shed().iter().map(|i| track_name(RenditionId::Video(*i))).collect();

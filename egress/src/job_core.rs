@@ -22,6 +22,10 @@ pub struct ShedPolicy {
     pub slow_speed: f64,
     /// A video rendition further behind live than this is slow, whatever its speed.
     pub slow_lag: Duration,
+    /// The pipeline dropping more than this share of the video input (it fell behind and its
+    /// bounded queues overflowed) is slow, whatever speed and lag say: with bounded input a
+    /// starved job stays near live by losing input, not by lagging.
+    pub slow_drop_share: f64,
     /// Slow for this long: shed a rung.
     pub slow_for: Duration,
     /// After a shed or a re-add, the figures settle this long before the next judgement.
@@ -42,6 +46,7 @@ impl Default for ShedPolicy {
         ShedPolicy {
             slow_speed: 0.9,
             slow_lag: Duration::from_millis(2500),
+            slow_drop_share: 0.03,
             slow_for: Duration::from_secs(3),
             settle: Duration::from_secs(6),
             readd_after: Duration::from_secs(30),
@@ -94,6 +99,8 @@ pub struct Tick {
     pub renditions: Vec<(RenditionId, RenditionSpeed)>,
     /// Idle CPU of the machine over the last tick, in cores; `None` where unknown.
     pub idle_cores: Option<f64>,
+    /// Share of the video input the pipeline dropped since the last tick (0..=1).
+    pub input_dropped: f64,
 }
 
 pub struct JobCore {
@@ -226,16 +233,24 @@ impl JobCore {
         }
         let slowest = video.iter().map(|s| s.speed).fold(f64::INFINITY, f64::min);
         let furthest = video.iter().map(|s| s.lag_ms).max().unwrap_or(0);
-        let slow =
+        let behind =
             slowest < self.policy.slow_speed || furthest > self.policy.slow_lag.as_millis() as u64;
-        if slow {
+        let dropping = t.input_dropped > self.policy.slow_drop_share;
+        if behind || dropping {
             self.comfortable_since = None;
             let since = *self.slow_since.get_or_insert(t.now);
             if t.now.saturating_sub(since) >= self.policy.slow_for {
-                let reason = format!(
-                    "encoder behind live: slowest rendition at speed {slowest:.2}, {:.1} s behind",
-                    furthest as f64 / 1000.0
-                );
+                let reason = if behind {
+                    format!(
+                        "encoder behind live: slowest rendition at speed {slowest:.2}, {:.1} s behind",
+                        furthest as f64 / 1000.0
+                    )
+                } else {
+                    format!(
+                        "encoder behind live: dropping {:.0}% of the video input to keep up",
+                        t.input_dropped * 100.0
+                    )
+                };
                 return self.shed_one(t.now, reason);
             }
             return Vec::new();
@@ -250,7 +265,8 @@ impl JobCore {
         let room = t
             .idle_cores
             .is_some_and(|idle| idle >= cost * self.policy.readd_headroom);
-        let keeping_pace = furthest * 2 <= self.policy.slow_lag.as_millis() as u64;
+        let keeping_pace = furthest * 2 <= self.policy.slow_lag.as_millis() as u64
+            && t.input_dropped * 2.0 <= self.policy.slow_drop_share;
         if !(room && keeping_pace) {
             self.comfortable_since = None;
             return Vec::new();

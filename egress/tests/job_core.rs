@@ -43,6 +43,7 @@ fn tick(c: &JobCore, s: u64, speed: f64, lag_ms: u64, idle: f64) -> Tick {
         input_active: true,
         renditions,
         idle_cores: Some(idle),
+        input_dropped: 0.0,
     }
 }
 
@@ -158,6 +159,34 @@ fn lag_alone_counts_as_slow_and_a_short_dip_does_not() {
     // Keeping speed 1.0 while 3.5 s behind: behind all the same.
     let s = sheds(&run(&mut c, 20, 30, 1.0, 3500, 0.0));
     assert_eq!(s.first(), Some(&(23, 3)));
+}
+
+#[test]
+fn a_job_that_keeps_pace_by_dropping_input_is_slow_too() {
+    let mut c = core();
+    run(&mut c, 0, 10, 1.0, 500, 0.0);
+    // 1% dropped (a few late packets): fine.
+    for s in 10..20 {
+        let mut t = tick(&c, s, 1.0, 500, 0.0);
+        t.input_dropped = 0.01;
+        assert!(c.tick(&t).is_empty());
+    }
+    // Speed and lag look fine, but a tenth of the input is dropped to get there.
+    let mut shed = None;
+    for s in 20..30 {
+        let mut t = tick(&c, s, 0.97, 1500, 0.0);
+        t.input_dropped = 0.1;
+        if let Some(Action::Shed { rung, reason }) = c.tick(&t).into_iter().next() {
+            shed = Some((s, rung, reason));
+            break;
+        }
+    }
+    let (s, rung, reason) = shed.expect("shed");
+    assert_eq!((s, rung), (23, 3));
+    assert!(
+        reason.contains("dropping 10% of the video input"),
+        "{reason}"
+    );
 }
 
 #[test]

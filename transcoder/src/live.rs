@@ -35,10 +35,18 @@ pub struct Stats {
     /// Each rendition's furthest part end, in running time (the pipeline's clock since it
     /// started, which `wall` reads too): `wall - end` is how far it is behind live.
     pub rendition_ends: Vec<(RenditionId, Duration)>,
+    /// Video packets taken in (past the RTP gate) and those that left the jitter buffer for
+    /// the decoder: the difference is input the pipeline dropped because it fell behind (the
+    /// input queue and the jitter buffer drop past their bounds), plus the few packets that
+    /// arrived later than the jitter buffer waits and those still queued.
+    pub video_packets_admitted: u64,
+    pub video_packets_decoded: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    video_admitted: AtomicU64,
+    video_to_decoder: AtomicU64,
     packets_in: AtomicU64,
     packets_rejected: AtomicU64,
     keyframe_requests: AtomicU64,
@@ -121,7 +129,7 @@ fn describe(spec: &TranscodeSpec) -> String {
         d += &format!(
             "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 max-time={backlog} leaky-type=downstream \
              caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name={},payload={}\" \
-             ! rtpjitterbuffer mode=none latency={jb} do-lost=true drop-on-latency=true ! {decode} ! videoconvert ! videorate max-duplication-time={hold} \
+             ! rtpjitterbuffer name=vjb mode=none latency={jb} do-lost=true drop-on-latency=true ! {decode} ! videoconvert ! videorate max-duplication-time={hold} \
              ! capsfilter name=vraw caps=video/x-raw,format=I420,framerate={fps}/1 ! tee name=vtee ",
             v.codec.encoding_name(),
             v.payload_type,
@@ -271,6 +279,13 @@ impl Transcoder {
                 .downcast::<gst_app::AppSrc>()
                 .map_err(|_| TranscodeError::Pipeline("vsrc is not an appsrc".into()))?;
             keyframe_request_probe(&src, &tx, &counters);
+            {
+                let c = counters.clone();
+                src_pad(&pipeline, "vjb")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    c.video_to_decoder.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
             let boundaries: Boundaries = Arc::default();
             // One place decides segment boundaries for every rendition: force an IDR there.
             let cursor = Mutex::new(grid.cursor());
@@ -497,15 +512,24 @@ impl Transcoder {
 
     /// Feeds one video RTP packet (as received from the network).
     pub fn push_video(&self, packet: &[u8]) -> Result<(), Reject> {
-        self.push(self.video.as_ref(), packet)
+        self.push(
+            self.video.as_ref(),
+            packet,
+            Some(&self.counters.video_admitted),
+        )
     }
 
     /// Feeds one Opus RTP packet.
     pub fn push_audio(&self, packet: &[u8]) -> Result<(), Reject> {
-        self.push(self.audio.as_ref(), packet)
+        self.push(self.audio.as_ref(), packet, None)
     }
 
-    fn push(&self, input: Option<&Input>, packet: &[u8]) -> Result<(), Reject> {
+    fn push(
+        &self,
+        input: Option<&Input>,
+        packet: &[u8],
+        admitted: Option<&AtomicU64>,
+    ) -> Result<(), Reject> {
         let input = input.ok_or(Reject::Closed)?;
         let c = &self.counters;
         c.packets_in.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +547,8 @@ impl Transcoder {
                     .is_err()
                 {
                     closed = true;
+                } else if let Some(a) = admitted {
+                    a.fetch_add(1, Ordering::Relaxed);
                 }
             }),
             Err(_) => Err(Reject::Closed),
@@ -558,6 +584,8 @@ impl Transcoder {
                 || self.started.elapsed(),
                 |t| Duration::from_nanos(t.nseconds()),
             ),
+            video_packets_admitted: c.video_admitted.load(Ordering::Relaxed),
+            video_packets_decoded: c.video_to_decoder.load(Ordering::Relaxed),
             rendition_ends: c
                 .rendition_ends
                 .lock()

@@ -47,7 +47,8 @@ test('the default broadcast plays: never above its 720p source, top and bottom l
   const s = await watchState(page);
   assert.deepEqual(s.errors, []);
   const after = (await api(server, 'GET', `/api/egress/${b.broadcast}`, admin)).json;
-  t.diagnostic(`encoder speed ${after.encoder_speed}, lag ${after.lag_ms} ms; renditions ${JSON.stringify(after.renditions)}; hls.js latency ${s.latency?.toFixed(2)} s`);
-  assert.equal(after.renditions.length, after.rungs.length + 1, 'a speed and a lag for each rung and the audio');
+  t.diagnostic(`encoder speed ${after.encoder_speed}, lag ${after.lag_ms} ms; renditions ${JSON.stringify(after.renditions)}; shed ${after.shed_rungs.join(',') || 'none'}; hls.js latency ${s.latency?.toFixed(2)} s`);
+  // A machine short of CPU sheds rungs (shed.test.mjs); those have no figures meanwhile.
+  assert.equal(after.renditions.length, after.rungs.length - after.shed_rungs.length + 1, 'a speed and a lag for each encoded rung and the audio');
   await pub.evaluate(() => window.aulaBroadcast.stop());
 });
