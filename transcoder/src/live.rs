@@ -90,9 +90,12 @@ pub struct Transcoder {
     rungs: Arc<Vec<AtomicU8>>,
 }
 
-/// Input waiting for a pipeline that fell behind is dropped past this (the oldest first; the
-/// decoder then asks for a keyframe): a job short of CPU stays this close to live instead of
-/// falling further behind for as long as 8 MB of RTP lasts (~25 s at 2.5 Mbit/s).
+/// Input waiting for a pipeline that fell behind is dropped past this (the oldest first, in a
+/// leaky queue after the jitter buffer; the decoder then asks for a keyframe): a job short of CPU
+/// stays this close to live instead of falling further behind without bound (the jitter buffer
+/// itself queues whatever its output cannot take). Shorter hiccups (an encoder's start, a
+/// keyframe) pass without loss: dropping past the jitter buffer's 200 ms latency cost the ladder
+/// benchmark 5 dB of PSNR on every rung.
 const INPUT_BACKLOG: Duration = Duration::from_secs(1);
 
 /// videorate fills a hole in the input (frames lost or dropped) with copies of the last frame up
@@ -127,9 +130,10 @@ fn describe(spec: &TranscodeSpec) -> String {
             }
         };
         d += &format!(
-            "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 max-time={backlog} leaky-type=downstream \
+            "appsrc name=vsrc is-live=true do-timestamp=true format=time max-bytes=8000000 leaky-type=downstream \
              caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name={},payload={}\" \
-             ! rtpjitterbuffer name=vjb mode=none latency={jb} do-lost=true drop-on-latency=true ! {decode} ! videoconvert ! videorate max-duplication-time={hold} \
+             ! rtpjitterbuffer mode=none latency={jb} do-lost=true \
+             ! queue name=vin max-size-buffers=0 max-size-bytes=0 max-size-time={backlog} leaky=downstream ! {decode} ! videoconvert ! videorate max-duplication-time={hold} \
              ! capsfilter name=vraw caps=video/x-raw,format=I420,framerate={fps}/1 ! tee name=vtee ",
             v.codec.encoding_name(),
             v.payload_type,
@@ -281,7 +285,7 @@ impl Transcoder {
             keyframe_request_probe(&src, &tx, &counters);
             {
                 let c = counters.clone();
-                src_pad(&pipeline, "vjb")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                src_pad(&pipeline, "vin")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                     c.video_to_decoder.fetch_add(1, Ordering::Relaxed);
                     gst::PadProbeReturn::Ok
                 });

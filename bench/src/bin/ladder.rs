@@ -27,9 +27,9 @@ struct Args {
     height: u32,
     #[arg(long, default_value = "veryfast")]
     preset: String,
-    /// Scale every rung from the source instead of each from the next larger (the default).
+    /// Scale each rung from the next larger instead of every rung from the source (the default).
     #[arg(long)]
-    direct_scaling: bool,
+    cascade_scaling: bool,
     /// Keep the outputs here (default: a temp dir, removed).
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -215,7 +215,7 @@ fn main() -> Result<()> {
         None,
     );
     spec.x264_preset = a.preset.clone();
-    spec.cascade_scaling = !a.direct_scaling;
+    spec.cascade_scaling = a.cascade_scaling;
     let (aula_cpu, aula_files, speed) = run_aula(&clip, spec, a.seconds, &dir)?;
     eprintln!("ffmpeg: the same ladder");
     let (ff_cpu, ff_files) = run_ffmpeg(&clip, &ladder, &a.preset, &dir)?;
