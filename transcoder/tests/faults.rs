@@ -6,22 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use transcoder::{AudioInput, RenditionId, TranscodeSpec, Transcoder, VideoCodec, VideoInput};
+use transcoder::{RenditionId, Transcoder, VideoCodec};
 
 #[test]
 fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change() {
     let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
-    let spec = TranscodeSpec::new(
-        test_ladder(),
-        Some(VideoInput {
-            codec: VideoCodec::Vp8,
-            payload_type: VIDEO_PT,
-        }),
-        Some(AudioInput {
-            payload_type: AUDIO_PT,
-        }),
-    );
-    let (tc, rx) = Transcoder::start(spec).expect("start");
+    let (tc, rx) = Transcoder::start(test_spec(VideoCodec::Vp8)).expect("start");
     let faults = Faults {
         loss: 0.05,
         reorder: 0.05,
@@ -97,17 +87,7 @@ fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change()
 #[test]
 fn a_shed_rung_stops_at_a_segment_boundary_and_comes_back_on_the_grid() {
     let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
-    let spec = TranscodeSpec::new(
-        test_ladder(),
-        Some(VideoInput {
-            codec: VideoCodec::Vp8,
-            payload_type: VIDEO_PT,
-        }),
-        Some(AudioInput {
-            payload_type: AUDIO_PT,
-        }),
-    );
-    let (tc, rx) = Transcoder::start(spec).expect("start");
+    let (tc, rx) = Transcoder::start(test_spec(VideoCodec::Vp8)).expect("start");
     let top = test_ladder().rungs.len() - 1;
     let faults = Faults {
         shed: Some((Duration::from_secs(5), Duration::from_secs(16), top)),

@@ -7,24 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use transcoder::{AudioInput, RenditionId, TranscodeSpec, Transcoder, VideoCodec, VideoInput};
-
-fn spec(codec: VideoCodec) -> TranscodeSpec {
-    TranscodeSpec::new(
-        test_ladder(),
-        Some(VideoInput {
-            codec,
-            payload_type: VIDEO_PT,
-        }),
-        Some(AudioInput {
-            payload_type: AUDIO_PT,
-        }),
-    )
-}
+use transcoder::{RenditionId, Transcoder, VideoCodec};
 
 fn check_clean_run(codec: Codec, vcodec: VideoCodec) {
     let src = RtpSource::start(codec, 640, 360).expect("source");
-    let (tc, rx) = Transcoder::start(spec(vcodec)).expect("start");
+    let (tc, rx) = Transcoder::start(test_spec(vcodec)).expect("start");
     let (out, stats) = run(tc, rx, &src, 20, Faults::default());
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert!(out.finished);

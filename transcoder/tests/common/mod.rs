@@ -12,7 +12,23 @@ use ladders::Ladder;
 use rand::{Rng, SeedableRng};
 #[allow(unused_imports)]
 pub use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
-use transcoder::{Event, RenditionId, Transcoder};
+use transcoder::{
+    AudioInput, Event, RenditionId, TranscodeSpec, Transcoder, VideoCodec, VideoInput,
+};
+
+/// The test ladder from `codec` video and Opus audio on the test source's payload types.
+pub fn test_spec(codec: VideoCodec) -> TranscodeSpec {
+    TranscodeSpec::new(
+        test_ladder(),
+        Some(VideoInput {
+            codec,
+            payload_type: VIDEO_PT,
+        }),
+        Some(AudioInput {
+            payload_type: AUDIO_PT,
+        }),
+    )
+}
 
 pub fn test_ladder() -> Ladder {
     transcoder::testsrc::test_ladder()
