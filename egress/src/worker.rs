@@ -120,6 +120,7 @@ impl Worker {
         info!(worker = %self.name, stream = %q.stream(), max_jobs = q.max_jobs, "egress worker waiting for jobs");
         let slots = Arc::new(Semaphore::new(q.max_jobs));
         let mut jobs = tokio::task::JoinSet::new();
+        let mut full = false;
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => Some(p.map_err(|e| EgressError::Queue(e.to_string()))?),
@@ -132,11 +133,17 @@ impl Worker {
             // A job is taken only when this worker can encode at least its cheapest form.
             let capacity = ctx.egress.capacity();
             let need = ladders::shipped("global").map_or(0.0, |l| capacity.minimum(&l));
-            if capacity.free() < need {
+            let free = capacity.free();
+            if free < need {
+                if !full {
+                    full = true;
+                    info!(worker = %self.name, free, need, "egress worker has no room for another job: not taking one");
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 drop(permit);
                 continue;
             }
+            full = false;
             match next_entry(&ctx, &mut conn, &mut reader).await {
                 Ok(Some(entry)) => {
                     let ctx = ctx.clone();

@@ -218,8 +218,8 @@ export async function startRedis() {
 }
 
 // `aula egress worker` with the server's configuration (same storage, same queue).
-export async function startWorker(server, name) {
-  const proc = spawn(AULA, ['egress', 'worker', '--name', name], { env: server.env, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startWorker(server, name, extraEnv = {}) {
+  const proc = spawn(AULA, ['egress', 'worker', '--name', name], { env: { ...server.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   proc.stderr.on('data', (d) => { logs += d; });
   await new Promise((resolve, reject) => {

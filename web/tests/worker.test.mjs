@@ -89,3 +89,37 @@ test('a killed egress worker: another takes the job over and the broadcast conti
   const v = await waitFor(async () => { const s = await watchState(vod); return s.mode === 'vod' && s.frames > 30 && s; }, 30_000, 'VOD playback');
   assert.ok(v.time < 8, `VOD plays from the start (at ${v.time})`);
 });
+
+// Issue 12: a worker takes a queued job only when it can encode at least the cheapest form of
+// one (`egress.capacity_cores` against the calibrated cost); another worker with room takes it.
+test('a worker without room for a job leaves it to one that has', async (t) => {
+  const redis = await startRedis();
+  const server = await startServer({ AULA_EGRESS__REDIS: redis.url, AULA_EGRESS__LEASE_MS: '3000' });
+  const workers = [await startWorker(server, 'small', { AULA_EGRESS__CAPACITY_CORES: '0.1' })];
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close();
+    for (const w of workers) await w.stop();
+    await server.stop();
+    redis.stop();
+  });
+  const room = 'crowdedworker';
+  const viewer = server.token(room, 'viewer', []);
+  const admin = server.token('*', 'ops', ['--admin']);
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(`${server.base}/broadcast/${room}?width=640&profile=test&token=${server.token(room, 'creator', ['--publish'])}`);
+  await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+  await pub.click('#golive');
+  await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'publisher live');
+  // The node says so after 10 s without a taker; the small worker says why it took none.
+  await waitFor(() => /no egress worker has taken the job yet/.test(server.logs()), 30_000, 'the job left in the queue');
+  assert.match(workers[0].logs(), /no room for another job/);
+  const b = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json;
+  assert.notEqual(b.state, 'live', JSON.stringify(b));
+  workers.push(await startWorker(server, 'big'));
+  const live = await waitFor(async () => { const r = (await api(server, 'GET', `/api/broadcasts/${room}`, viewer)).json; return r.state === 'live' && r; }, 40_000, 'broadcast live with the big worker');
+  const job = (await api(server, 'GET', `/api/egress/${live.broadcast}`, admin)).json;
+  assert.equal(job.worker, 'big', JSON.stringify(job));
+  assert.ok(job.estimated_cores > 0, JSON.stringify(job));
+  await pub.evaluate(() => window.aulaBroadcast.stop());
+});
