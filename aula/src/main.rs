@@ -3,6 +3,7 @@
 
 mod config;
 mod egress_cmd;
+mod heap;
 mod http_serve;
 mod ladder_cmd;
 mod log_writer;
@@ -103,6 +104,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
+    heap::limit_arenas();
     let cli = Cli::parse();
     // Ladder commands work on files and need no server configuration.
     let config = cli.config;
@@ -287,10 +289,14 @@ fn serve(cfg: Config) -> Result<()> {
         let state = {
             let r = refusals.clone();
             let mut state = state;
-            state.extra_metrics = Some(Arc::new(move |out: &mut String| r.render(out)));
+            state.extra_metrics = Some(Arc::new(move |out: &mut String| {
+                r.render(out);
+                heap::render(out);
+            }));
             state.turn = cfg.turn.clone();
             state
         };
+        heap::spawn_trimmer(Duration::from_secs(5));
         let app = signaling::router(state);
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let limits = http_serve::Limits {

@@ -426,7 +426,13 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                         s.lag_ms = lag;
                     }
                     if !renditions.is_empty() {
-                        s.renditions = renditions.into_iter().map(|(_, r)| r).collect();
+                        // A rung shed this tick still has samples in the meter: it encodes
+                        // nothing now, so it has no figures.
+                        s.renditions = renditions
+                            .into_iter()
+                            .filter(|(r, _)| !core.is_shed(*r))
+                            .map(|(_, r)| r)
+                            .collect();
                     }
                     s.shed_rungs = shed;
                     s.rung_changes = changes;
