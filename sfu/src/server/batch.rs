@@ -2,8 +2,9 @@
 //! (`ppoll`), non-blocking reads, and batched sends (`sendmmsg`): one syscall for a whole
 //! fan-out burst instead of one per subscriber packet.
 //!
-//! UDP GSO is not used: it coalesces segments to one destination, and fan-out sends each
-//! packet to a different subscriber.
+//! UDP GSO joins runs of same-size datagrams to one destination (the packets of one video
+//! frame to one subscriber) into one send where the kernel takes it; fan-out itself goes to
+//! many destinations, which only `sendmmsg` batches.
 #![allow(unsafe_code)]
 
 use std::io;
