@@ -43,9 +43,15 @@ function play(url, mode, id) {
     video.src = url; // Safari: native HLS
     return;
   }
-  // LL-HLS: hls.js sits PART-HOLD-BACK behind the live edge (the playlist says 1.5 s).
-  // ?debug=1 logs hls.js's decisions to the console.
-  const hls = new Hls({ lowLatencyMode: mode === 'live', debug: params.get('debug') === '1' });
+  // LL-HLS: hls.js sits PART-HOLD-BACK behind the live edge (the playlist says 1.5 s). A small
+  // drift it makes up at up to 1.25x speed; hls.js does that only within a segment of its
+  // target and, on its defaults, never jumps, so a longer stall stayed behind for good
+  // (catchUp below). ?debug=1 logs hls.js's decisions to the console.
+  const hls = new Hls({
+    lowLatencyMode: mode === 'live',
+    maxLiveSyncPlaybackRate: 1.25,
+    debug: params.get('debug') === '1',
+  });
   state.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => { fillQualities(hls); log(`${mode}: ${hls.levels.length} levels`); video.play().catch(() => {}); });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
@@ -111,10 +117,26 @@ async function followMaster() {
 }
 setInterval(followMaster, 1000);
 
+// A live viewer more than 3 s behind hls.js's target for 2 s in a row (after a stall, a
+// backgrounded tab, a pause) jumps to where hls.js would sit; a paused one stays paused.
+let behindSince = null;
+function catchUp() {
+  const hls = state.hls;
+  if (!hls || state.mode !== 'live' || video.paused || !Number.isFinite(hls.latency) || !Number.isFinite(hls.targetLatency)) { behindSince = null; return; }
+  if (hls.latency <= hls.targetLatency + 3 || !Number.isFinite(hls.liveSyncPosition)) { behindSince = null; return; }
+  behindSince ??= Date.now();
+  if (Date.now() - behindSince < 2000) return;
+  behindSince = null;
+  log(`caught up: ${hls.latency.toFixed(1)} s behind live`);
+  state.catchUps = (state.catchUps || 0) + 1;
+  video.currentTime = hls.liveSyncPosition;
+}
+
 setInterval(() => {
   if (state.hls && state.mode === 'live' && Number.isFinite(state.hls.latency)) {
     $('#latency').textContent = `latency ${state.hls.latency.toFixed(1)} s`;
   }
+  catchUp();
 }, 500);
 
 async function poll() {
