@@ -24,6 +24,16 @@ async function post(path, token, body = OPUS_OFFER) {
 }
 const del = async (path, token) => (await fetch(`${server.base}${path}`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } })).status;
 
+// An honest y-websocket client (the real provider) of `room` on `srv`. Destroy its doc too:
+// the awareness holds an interval timer that keeps the process alive.
+function editor(srv, room, token) {
+  const doc = new Y.Doc();
+  const p = new WebsocketProvider(`${srv.base.replace('http', 'ws')}/collab`, room, doc, {
+    WebSocketPolyfill: WebSocket, params: { token }, disableBc: true,
+  });
+  return { doc, p };
+}
+
 test('item 6: a WHIP session ends only by its own identity or an admin', async () => {
   const room = 'own';
   const creator = server.token(room, 'creator', ['--publish']);
@@ -65,12 +75,9 @@ test('item 1: an awareness clock of 2^32-1 is refused and the document keeps wor
   assert.equal(await closed, 4400, 'closed as malformed');
   // Honest editors still sync, edit and see each other's presence.
   const mk = (who) => {
-    const doc = new Y.Doc();
-    const p = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, doc, {
-      WebSocketPolyfill: WebSocket, params: { token: server.token(room, who, ['--publish-data']) }, disableBc: true,
-    });
-    p.awareness.setLocalStateField('user', who);
-    return { doc, p };
+    const e = editor(server, room, server.token(room, who, ['--publish-data']));
+    e.p.awareness.setLocalStateField('user', who);
+    return e;
   };
   const a = mk('ana'); const b = mk('ben');
   try {
@@ -79,22 +86,15 @@ test('item 1: an awareness clock of 2^32-1 is refused and the document keeps wor
     await waitFor(() => b.doc.getText('code').toString() === 'hello', 10_000, 'the edit arrives');
     await waitFor(() => [...b.p.awareness.getStates().values()].some((s) => s.user === 'ana'), 10_000, 'presence arrives');
   } finally {
-    // The Y.Doc too: its awareness holds an interval timer that keeps the process alive.
     for (const c of [a, b]) { c.p.destroy(); c.doc.destroy(); }
   }
 });
 
 test('item 7: one connection cannot erase another client\'s presence', async () => {
   const room = 'awown';
-  const doc = new Y.Doc();
-  const ana = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, doc, {
-    WebSocketPolyfill: WebSocket, params: { token: server.token(room, 'ana', ['--publish-data']) }, disableBc: true,
-  });
+  const { doc, p: ana } = editor(server, room, server.token(room, 'ana', ['--publish-data']));
   ana.awareness.setLocalStateField('user', 'ana');
-  const obs = new Y.Doc();
-  const watcher = new WebsocketProvider(`${server.base.replace('http', 'ws')}/collab`, room, obs, {
-    WebSocketPolyfill: WebSocket, params: { token: server.token(room, 'obs', []) }, disableBc: true,
-  });
+  const { doc: obs, p: watcher } = editor(server, room, server.token(room, 'obs', []));
   try {
     await waitFor(() => [...watcher.awareness.getStates().values()].some((s) => s.user === 'ana'), 10_000, 'ana present');
     const evil = new WebSocket(`${server.base.replace('http', 'ws')}/collab/${room}?token=${server.token(room, 'mal', [])}`);
@@ -284,14 +284,8 @@ test('memory returns to its baseline after rounds of attacks, and honest editors
   const cams = Array.from({ length: 10 }, (_, i) => s.token('seats', `cam${i}`, ['--publish']));
 
   // Honest editors in another room, editing all along.
-  const mk = (who) => {
-    const doc = new Y.Doc();
-    const p = new WebsocketProvider(`${wsBase}/collab`, 'steady', doc, {
-      WebSocketPolyfill: WebSocket, params: { token: s.token('steady', who, ['--publish-data']) }, disableBc: true,
-    });
-    return { doc, p };
-  };
-  const ana = mk('ana'); const ben = mk('ben');
+  const ana = editor(s, 'steady', s.token('steady', 'ana', ['--publish-data']));
+  const ben = editor(s, 'steady', s.token('steady', 'ben', ['--publish-data']));
   let typed = 0;
   const typing = setInterval(() => { ana.doc.getText('t').insert(ana.doc.getText('t').length, 'x'); typed++; }, 100);
 
@@ -321,8 +315,7 @@ test('memory returns to its baseline after rounds of attacks, and honest editors
     // Three readers that never read while a writer sends 900 KB updates: their queues fill.
     const slow = [];
     for (const tok of readers) { const c = await open(`${wsBase}/collab/${room}?token=${tok}`); c._socket.pause(); slow.push(c); }
-    const big = new Y.Doc();
-    const bigP = new WebsocketProvider(`${wsBase}/collab`, room, big, { WebSocketPolyfill: WebSocket, params: { token: flooder }, disableBc: true });
+    const { doc: big, p: bigP } = editor(s, room, flooder);
     await waitFor(() => bigP.synced, 10_000, 'the flooder synced');
     for (let i = 0; i < 12; i++) { big.getText('t').insert(0, String(i).repeat(900_000)); await sleep(50); }
     // Updates that can never be integrated (their origin is missing) until the document's cap.
@@ -367,8 +360,7 @@ test('memory returns to its baseline after rounds of attacks, and honest editors
     const seen = [];
     for (let i = 0; i < Number(process.env.AULA_TEST_MEM_ROUNDS || 3); i++) {
       const peak = await round();
-      seen.push([peak, rss(s.proc.pid)]);
-      seen[i].push(await heap());
+      seen.push([peak, rss(s.proc.pid), await heap()]);
       if (process.env.AULA_TEST_MEM_DEBUG) t.diagnostic(readFileSync(`/proc/${s.proc.pid}/status`, 'utf8').split('\n').filter((l) => /^(RssAnon|RssFile|Threads|VmData)/.test(l)).join(' '));
     }
     let [, end, endHeap] = seen[seen.length - 1];

@@ -25,7 +25,6 @@ test('a live viewer that fell behind catches up with the live edge', async (t) =
   await page.evaluate(() => document.querySelector('video').play());
   const behind = await waitFor(async () => { const s = await watchState(page); return s.latency > settled + 4 && s.latency; }, 10_000, 'the viewer behind after the pause');
   let last;
-  if (process.env.AULA_TEST_DEBUG) for (let i = 0; i < 6; i++) { t.diagnostic(JSON.stringify(await page.evaluate(() => { const h = window.aulaWatch.hls; const v = document.querySelector('video'); return { lat: h.latency, target: h.targetLatency, sync: h.liveSyncPosition, cur: v.currentTime, paused: v.paused, rate: v.playbackRate, jumps: window.aulaWatch.catchUps, buf: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : null }; }))); await sleep(1000); }
   await waitFor(async () => { last = (await watchState(page)).latency; return last <= settled + 1; }, 90_000, `back near ${settled?.toFixed(2)} s`)
     .catch((e) => { throw new Error(`${e.message}: still ${last?.toFixed(2)} s behind (was ${behind.toFixed(2)} after the pause)`); });
   const [rate, jumps] = await page.evaluate(() => [document.querySelector('video').playbackRate, window.aulaWatch.catchUps || 0]);

@@ -7,7 +7,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer, launchBrowser, waitFor, watchState, api } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, sleep, watchState, api } from './helpers.mjs';
 
 // The browsers on core 0; the server, and later the neighbour, on core 1. Pinning both to one
 // core makes the squeeze the same on every machine (unpinned, a machine whose scheduler gave the
@@ -24,7 +24,6 @@ after(async () => {
   await browser?.close(); await server?.stop();
 });
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const HOG_THREADS = Number(process.env.AULA_TEST_HOG_THREADS || 4);
 
 test('a job short of CPU sheds its top rungs and the viewer plays on without a stall', async (t) => {
