@@ -249,6 +249,11 @@ async function onMessage(m) {
       window.aulaRoom.errors.push(m.message);
       if (m.id !== undefined) unacked.delete(m.id);
       break;
+    case 'data':
+      // An application message from the room service API: for the page that embeds the room.
+      window.aulaRoom.data.push(m);
+      window.dispatchEvent(new CustomEvent('aula:data', { detail: m }));
+      break;
     case 'closed':
       // Ended by the server (removed, or replaced by the same identity elsewhere): no resume.
       leaving = true;
@@ -258,29 +263,50 @@ async function onMessage(m) {
   }
 }
 
+// The token's claims, for the page's own choices only (the server checks the token).
+function tokenClaims() {
+  try { return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); } catch { return {}; } // opaque token
+}
+const claims = tokenClaims();
+
 async function start() {
   $('#room-name').textContent = room;
   const width = Number(params.get('width') || 640);
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: true,
-    video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
-  });
+  // A token without `publish`, or a camera refused (no permission, no device): join as a
+  // viewer who still sees, hears, chats and edits; Chromium then hides its host addresses
+  // behind mDNS (`….local`) candidates, which the server passes over (it learns the address
+  // from the checks themselves).
+  let stream = null, noCamera = null;
+  if (claims.grants && !claims.grants.publish) noCamera = 'this token does not publish';
+  else {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: true,
+        video: { width, height: Math.round(width * 9 / 16), frameRate: 30 },
+      });
+    } catch (e) { noCamera = `${e.name || e}`; }
+  }
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, muted: [], speakers: [], resumed: 0, left: [] };
-  const self = tile('self', 'me');
-  self.stream.addTrack(stream.getVideoTracks()[0]);
-  self.video.muted = true;
-  const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
-    direction: 'sendonly', streams: [stream],
-    sendEncodings: params.get('simulcast') === '0' ? undefined : simulcastFor(stream.getVideoTracks()[0].getSettings().height),
-  });
-  preferCodec(vt, params.get('codec'));
-  videoSender = vt.sender;
-  pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
+  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, muted: [], speakers: [], resumed: 0, left: [], data: [], viewer: !stream, candidates: [], iceStates: [], restartIce: () => offer(true) };
+  if (stream) {
+    const self = tile('self', 'me');
+    self.stream.addTrack(stream.getVideoTracks()[0]);
+    self.video.muted = true;
+    const vt = pc.addTransceiver(stream.getVideoTracks()[0], {
+      direction: 'sendonly', streams: [stream],
+      sendEncodings: params.get('simulcast') === '0' ? undefined : simulcastFor(stream.getVideoTracks()[0].getSettings().height),
+    });
+    preferCodec(vt, params.get('codec'));
+    videoSender = vt.sender;
+    pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
+  } else {
+    log(`viewing only: ${noCamera}`);
+    $('#mic').hidden = true;
+    $('#camera').hidden = true;
+  }
   // The room's whiteboard and code editor: a Yjs document over the `yjs` data channel.
   const yjs = pc.createDataChannel('yjs', { ordered: true });
-  let identity = 'me';
-  try { identity = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub || identity; } catch { /* opaque token */ }
+  const identity = claims.sub || 'me';
   import('/assets/collab.bundle.js')
     .then(({ startCollab }) => { window.aulaRoom.collab = startCollab(yjs, $('#collab'), identity); })
     .catch((e) => { log(`collaboration unavailable: ${e}`); window.aulaRoom.errors.push(`collab: ${e}`); });
@@ -290,9 +316,14 @@ async function start() {
     t.stream.addTrack(e.track);
     e.track.onended = () => t.stream.removeTrack(e.track);
   };
-  pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', candidate: e.candidate.candidate }); };
+  pc.onicecandidate = (e) => {
+    if (!e.candidate) return;
+    window.aulaRoom.candidates.push(e.candidate.candidate);
+    send({ type: 'candidate', candidate: e.candidate.candidate });
+  };
   pc.oniceconnectionstatechange = () => {
     log(`ice ${pc.iceConnectionState}`);
+    window.aulaRoom.iceStates.push(pc.iceConnectionState);
     // Network change: restart ICE over the same signaling connection.
     if (pc.iceConnectionState === 'failed') offer(true).catch((e) => log(`ice restart: ${e}`));
   };

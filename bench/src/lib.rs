@@ -2,6 +2,9 @@
 //! `aula serve` started for a bench, with its tokens, metrics and CPU time.
 #![deny(unsafe_code)]
 
+pub mod collab_client;
+pub mod webrtc_client;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -25,13 +28,25 @@ pub fn micros() -> u64 {
 pub struct AulaServer {
     child: Child,
     pub base: String,
+    /// The UDP media address (`host:port`).
+    pub media: String,
     env: Vec<(String, String)>,
     aula: String,
+    dir: std::path::PathBuf,
 }
 
 impl AulaServer {
     /// Starts `aula serve` (extra `AULA_*` settings in `extra`) and waits for its address.
     pub fn start(aula: &str, extra: &[(&str, &str)]) -> Result<AulaServer> {
+        AulaServer::start_logged(aula, extra, None)
+    }
+
+    /// As `start`, with the server's log (stderr) written to `log` instead of inherited.
+    pub fn start_logged(
+        aula: &str,
+        extra: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Result<AulaServer> {
         let dir = std::env::temp_dir().join(format!("aula-bench-{}", std::process::id()));
         let mut env = vec![
             ("AULA_HTTP__BIND".to_string(), "127.0.0.1:0".to_string()),
@@ -40,21 +55,34 @@ impl AulaServer {
             ("RUST_LOG".to_string(), "warn".to_string()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(aula)
             .arg("serve")
             .envs(env.iter().cloned())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .with_context(|| {
                 format!("starting {aula} (build it with cargo build --release -p aula)")
             })?;
         let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(out).lines();
-        let base = loop {
+        let (base, media) = loop {
             let line = lines.next().ok_or_else(|| anyhow!("aula exited"))??;
             if let Some(rest) = line.strip_prefix("aula listening http=") {
-                break rest.split(' ').next().unwrap_or_default().to_string();
+                let mut words = rest.split(' ');
+                let base = words.next().unwrap_or_default().to_string();
+                let media = words
+                    .find_map(|w| w.strip_prefix("media="))
+                    .unwrap_or_default()
+                    .to_string();
+                break (base, media);
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -62,8 +90,10 @@ impl AulaServer {
         Ok(AulaServer {
             child,
             base,
+            media,
             env,
             aula: aula.to_string(),
+            dir,
         })
     }
 
@@ -104,6 +134,7 @@ impl Drop for AulaServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -188,8 +188,9 @@ impl Egress {
                 }
             }
             jobs.insert(broadcast.clone(), shared.clone());
-            self.latest_lock()
-                .insert(req.room.clone(), broadcast.clone());
+            let mut latest = self.latest_lock();
+            latest.insert(req.room.clone(), broadcast.clone());
+            forget_old_jobs(&mut jobs, &latest);
         }
         info!(room = %req.room, %broadcast, profile = %status.profile, source = %status.source, "egress job starting");
         let run_args = JobRun {
@@ -435,6 +436,102 @@ impl Egress {
     }
 }
 
+/// Finished jobs kept for `GET /api/egress` besides each room's latest (which
+/// `/api/broadcasts/{room}` and its recording need, and is always kept). Without a bound every
+/// job ever run stayed in memory and in every listing: a publisher reconnecting in a loop
+/// added one a second.
+pub const FINISHED_JOBS_KEPT: usize = 200;
+
+/// Drops the oldest finished jobs that are no room's latest, past `FINISHED_JOBS_KEPT`.
+fn forget_old_jobs(jobs: &mut HashMap<String, Arc<JobShared>>, latest: &HashMap<String, String>) {
+    let mut finished: Vec<(String, String)> = jobs
+        .iter()
+        .filter_map(|(id, j)| {
+            let s = j.snapshot()?;
+            let kept = latest.get(&s.room).is_some_and(|l| l == id);
+            (is_over(s.state) && !kept).then(|| (s.ended_at.unwrap_or(s.started_at), id.clone()))
+        })
+        .collect();
+    if finished.len() <= FINISHED_JOBS_KEPT {
+        return;
+    }
+    finished.sort();
+    let excess = finished.len() - FINISHED_JOBS_KEPT;
+    for (_, id) in finished.into_iter().take(excess) {
+        jobs.remove(&id);
+    }
+}
+
 pub(crate) fn is_over(s: JobState) -> bool {
     matches!(s, JobState::Ended | JobState::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, room: &str, state: JobState, ended: &str) -> Arc<JobShared> {
+        let mut s = JobStatus::starting(id, room, "test", "test".into());
+        s.state = state;
+        s.ended_at = Some(ended.into());
+        Arc::new(JobShared::new(s))
+    }
+
+    /// A publisher reconnecting in a loop starts a job each time: the finished ones are
+    /// forgotten past `FINISHED_JOBS_KEPT`, oldest first; running jobs and each room's latest
+    /// (its recording) are always kept.
+    #[test]
+    fn finished_jobs_are_bounded_and_each_rooms_latest_is_kept() {
+        let mut jobs = HashMap::new();
+        let mut latest = HashMap::new();
+        jobs.insert(
+            "old-class".into(),
+            job(
+                "old-class",
+                "class",
+                JobState::Ended,
+                "2026-01-01T00:00:00.000Z",
+            ),
+        );
+        latest.insert("class".to_string(), "old-class".to_string());
+        jobs.insert(
+            "running".into(),
+            job(
+                "running",
+                "other",
+                JobState::Live,
+                "2026-01-01T00:00:00.000Z",
+            ),
+        );
+        for i in 0..FINISHED_JOBS_KEPT + 50 {
+            let id = format!("churn{i:04}");
+            jobs.insert(
+                id.clone(),
+                job(
+                    &id,
+                    "seats",
+                    JobState::Failed,
+                    &format!("2026-02-01T00:{:02}:{:02}.000Z", i / 60, i % 60),
+                ),
+            );
+            latest.insert("seats".to_string(), id);
+            forget_old_jobs(&mut jobs, &latest);
+        }
+        assert!(
+            jobs.contains_key("old-class"),
+            "a room's latest job is kept, however old"
+        );
+        assert!(
+            jobs.contains_key("running"),
+            "a running job is never forgotten"
+        );
+        let last = format!("churn{:04}", FINISHED_JOBS_KEPT + 49);
+        assert!(jobs.contains_key(&last));
+        assert!(
+            !jobs.contains_key("churn0000"),
+            "the oldest finished job went first"
+        );
+        // The kept room latests, the running job, and the bound.
+        assert_eq!(jobs.len(), FINISHED_JOBS_KEPT + 3);
+    }
 }

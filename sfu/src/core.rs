@@ -389,6 +389,36 @@ impl Sfu {
         self.remove(now, target, Leave::Ended("removed by a moderator"))
     }
 
+    /// The room service API sends an application message to `room`'s clients (those on the
+    /// room WebSocket; WHIP and WHEP sessions have none), or only to those whose identity is in
+    /// `to`. Returns how many participants it was queued for.
+    pub fn send_data(
+        &mut self,
+        room: &str,
+        to: Option<&[String]>,
+        data: &crate::signal::DataMessage,
+    ) -> Result<usize, SfuError> {
+        let r = self.rooms.get(room).ok_or(SfuError::UnknownRoom)?;
+        let mut n = 0;
+        for p in r.participants.values() {
+            if p.kind != crate::signal::PeerKind::Room
+                || to.is_some_and(|ids| !ids.contains(&p.identity))
+            {
+                continue;
+            }
+            self.out.signal(
+                p.id,
+                Signal::Data {
+                    from: data.from.clone(),
+                    topic: data.topic.clone(),
+                    payload: data.payload.clone(),
+                },
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every room: name, participants, tracks.
     pub fn rooms(&self) -> Vec<(String, usize, usize)> {
         let mut v: Vec<_> = self

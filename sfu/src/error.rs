@@ -15,6 +15,8 @@ pub enum SfuError {
     UnknownParticipant,
     #[error("unknown track")]
     UnknownTrack,
+    #[error("no such room (nobody is in it)")]
+    UnknownRoom,
     #[error("no offer is pending for this answer")]
     NoPendingOffer,
     #[error("bad ICE candidate: {0}")]

@@ -31,5 +31,6 @@ pub use ids::{ParticipantId, TrackId};
 pub use layer::Quality;
 pub use metrics::SfuMetrics;
 pub use signal::{
-    MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions, RoomEvent, Signal, TrackInfo,
+    DataMessage, MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions, RoomEvent,
+    Signal, TrackInfo,
 };

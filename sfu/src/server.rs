@@ -63,6 +63,12 @@ enum Command {
     MuteIn(String, TrackId, Reply<()>),
     RemoveIn(String, ParticipantId, Reply<()>),
     Rooms(oneshot::Sender<Vec<(String, usize, usize)>>),
+    Data(
+        String,
+        Option<Vec<String>>,
+        crate::signal::DataMessage,
+        Reply<usize>,
+    ),
 }
 
 /// Cloneable async handle to the media thread.
@@ -223,6 +229,18 @@ impl SfuHandle {
     pub async fn remove_in(&self, room: &str, target: ParticipantId) -> Result<(), SfuError> {
         let room = room.to_string();
         self.ask(|r| Command::RemoveIn(room, target, r)).await
+    }
+
+    /// The room service API: an application message to `room`'s clients (or those of the
+    /// identities in `to`); how many it was queued for.
+    pub async fn send_data(
+        &self,
+        room: &str,
+        to: Option<Vec<String>>,
+        data: crate::signal::DataMessage,
+    ) -> Result<usize, SfuError> {
+        let room = room.to_string();
+        self.ask(|r| Command::Data(room, to, data, r)).await
     }
 
     /// Every room with its participant and track counts.
@@ -391,6 +409,9 @@ fn command(
         }
         Command::Rooms(reply) => {
             let _ = reply.send(core.rooms());
+        }
+        Command::Data(room, to, data, reply) => {
+            let _ = reply.send(core.send_data(&room, to.as_deref(), &data));
         }
     }
 }

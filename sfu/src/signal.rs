@@ -69,6 +69,14 @@ pub enum MuteTarget {
     Own(MediaKindName),
 }
 
+/// An application message for a room's clients (the room service API's "send data").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMessage {
+    pub from: String,
+    pub topic: Option<String>,
+    pub payload: String,
+}
+
 /// Messages from the SFU to one participant's signaling connection.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -114,6 +122,13 @@ pub enum Signal {
         kind: MediaKindName,
         muted: bool,
         by: String,
+    },
+    /// An application message from the room service API (`from`: the admin token's identity).
+    Data {
+        from: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        payload: String,
     },
     /// The SFU ended this participant (vanished peer, failed transport, kicked).
     Closed {

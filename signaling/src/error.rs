@@ -45,9 +45,10 @@ impl From<SfuError> for ApiError {
     fn from(e: SfuError) -> Self {
         match e {
             SfuError::Forbidden(_) => ApiError::Forbidden(e.to_string()),
-            SfuError::UnknownParticipant | SfuError::UnknownTrack | SfuError::NothingToTap(_) => {
-                ApiError::NotFound(e.to_string())
-            }
+            SfuError::UnknownParticipant
+            | SfuError::UnknownTrack
+            | SfuError::UnknownRoom
+            | SfuError::NothingToTap(_) => ApiError::NotFound(e.to_string()),
             SfuError::RoomFull(_) | SfuError::EngineStopped => ApiError::Unavailable(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         }

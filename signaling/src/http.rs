@@ -176,6 +176,7 @@ pub fn router(state: AppState) -> Router {
             post(crate::room_service::mute),
         )
         .route("/api/rooms/{room}/chat", post(crate::room_service::chat))
+        .route("/api/rooms/{room}/data", post(crate::room_service::data))
         .route("/api/broadcasts/{room}", get(broadcasts::broadcast))
         .route("/api/egress", get(broadcasts::list).post(broadcasts::start))
         .route(

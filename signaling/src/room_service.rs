@@ -1,5 +1,5 @@
 //! The room service API for applications (admin tokens): list rooms, remove a participant,
-//! mute a track, post to a room's chat. What a moderator does from the room page, from a
+//! mute a track, post to a room's chat, send data to its clients. What a moderator does from the room page, from a
 //! backend.
 
 use axum::extract::{Path, State};
@@ -50,6 +50,12 @@ pub async fn mute(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A request body as JSON, or `400` with serde's reason.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatPost {
@@ -71,8 +77,7 @@ pub async fn chat(
         .chat
         .clone()
         .ok_or_else(|| ApiError::NotFound("chat is not enabled".into()))?;
-    let post: ChatPost = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let post: ChatPost = json_body(&body)?;
     let r = chat
         .room(&room)
         .await
@@ -91,4 +96,53 @@ pub async fn chat(
         Json(serde_json::json!({"seq": m.msg.seq})),
     )
         .into_response())
+}
+
+/// Largest `payload` of `POST /api/rooms/{room}/data` (a signaling message, not a file).
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPost {
+    payload: String,
+    #[serde(default)]
+    topic: Option<String>,
+    /// Only these identities; every room client when absent.
+    #[serde(default)]
+    identities: Option<Vec<String>>,
+}
+
+/// `POST /api/rooms/{room}/data` (admin) `{"payload":..,"topic"?:..,"identities"?:[..]}`: the
+/// room's clients (or those identities) get `{"type":"data","from","topic","payload"}` on their
+/// room WebSocket; `200 {"delivered":N}`, `404` when nobody is in the room. Not stored: a client
+/// that is not connected now does not get it (chat is the durable channel).
+pub async fn data(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let c = s.admin(&headers, &room)?;
+    let post: DataPost = json_body(&body)?;
+    if post.payload.len() > MAX_DATA_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "payload is over {MAX_DATA_BYTES} bytes"
+        )));
+    }
+    if post.topic.as_ref().is_some_and(|t| t.len() > 256) {
+        return Err(ApiError::BadRequest("topic is over 256 bytes".into()));
+    }
+    let delivered = s
+        .sfu
+        .send_data(
+            &room,
+            post.identities,
+            sfu::DataMessage {
+                from: c.sub,
+                topic: post.topic,
+                payload: post.payload,
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::json!({ "delivered": delivered })).into_response())
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use sfu::{JoinRequest, PeerKind, Permissions, Quality, Signal, TrackId};
 use tokio::sync::mpsc;
@@ -149,7 +149,8 @@ async fn session(
     chat_after: Option<u64>,
     socket: WebSocket,
 ) {
-    let (mut tx, mut rx) = socket.split();
+    let (tx, mut rx) = socket.split();
+    let mut tx = crate::ws_io::Writer::new(tx, crate::ws_io::RTC_WRITE_DEADLINE);
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
     let entered = match entry {
         Entry::Join => join(&s, &room, &claims, sig_tx)
@@ -349,7 +350,7 @@ async fn resume(
     Ok((r.participant, key, r.generation, hello))
 }
 
-type WsTx = futures_util::stream::SplitSink<WebSocket, Message>;
+type WsTx = crate::ws_io::Writer;
 type WsRx = futures_util::stream::SplitStream<WebSocket>;
 
 /// Relays messages both ways until the client leaves or the socket drops.

@@ -42,6 +42,58 @@ pub(crate) fn is_disconnect(e: &axum::Error) -> bool {
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
+/// How long a room signaling client may take no bytes before its socket is closed.
+pub const RTC_WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A write that did not complete.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The connection is gone.
+    Closed,
+    /// The client took no bytes for the whole deadline.
+    Stalled,
+}
+
+/// The sending half of a WebSocket with a write deadline. A client that stops reading (or
+/// whose connection is half open) fills the socket's buffers, and a plain `send` then waits
+/// forever, holding the session, its buffered messages and its file descriptor: here the
+/// write fails after `deadline` and the session ends, which closes the socket.
+pub(crate) struct Writer {
+    sink: Sink,
+    deadline: std::time::Duration,
+}
+
+impl Writer {
+    pub(crate) fn new(sink: Sink, deadline: std::time::Duration) -> Writer {
+        Writer { sink, deadline }
+    }
+
+    pub(crate) async fn send(&mut self, m: Message) -> Result<(), WriteError> {
+        let deadline = self.deadline;
+        let sink = &mut self.sink;
+        within(deadline, sink.send(m)).await
+    }
+
+    /// Queues `m` for the next `flush` (writes once the buffer is full).
+    pub(crate) async fn feed(&mut self, m: Message) -> Result<(), WriteError> {
+        let deadline = self.deadline;
+        let sink = &mut self.sink;
+        within(deadline, sink.feed(m)).await
+    }
+
+    pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
+        let deadline = self.deadline;
+        let sink = &mut self.sink;
+        within(deadline, sink.flush()).await
+    }
+
+    pub(crate) async fn close(&mut self) -> Result<(), WriteError> {
+        let deadline = self.deadline;
+        let sink = &mut self.sink;
+        within(deadline, sink.close()).await
+    }
+}
+
 /// A close frame with `reason` cut to the 123 bytes a close frame can carry (with the code, 125).
 pub(crate) fn close_frame(code: u16, reason: &str) -> Message {
     let mut end = reason.len().min(123);
@@ -54,10 +106,27 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> Message {
     }))
 }
 
+async fn within<F>(deadline: std::time::Duration, op: F) -> Result<(), WriteError>
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    match tokio::time::timeout(deadline, op).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Closed),
+        Err(_) => {
+            tracing::warn!(
+                "websocket: the client took no data for {} s; closing it",
+                deadline.as_secs()
+            );
+            Err(WriteError::Stalled)
+        }
+    }
+}
+
 /// Sends the close frame, then reads (and ignores) what the client still sends until it answers
 /// the close: dropping the socket with unread data would reset the connection and the client
 /// would see 1006 instead of the reason.
-pub(crate) async fn close_and_drain(tx: &mut Sink, rx: &mut Stream, code: u16, reason: &str) {
+pub(crate) async fn close_and_drain(tx: &mut Writer, rx: &mut Stream, code: u16, reason: &str) {
     if tx.send(close_frame(code, reason)).await.is_err() {
         return;
     }

@@ -90,8 +90,12 @@ const BROWSER_OPTIONS = (extra = []) => ({
 // `extra`: more Chromium flags (a test certificate's SPKI to trust, say).
 // opts.cpus: pin every Chromium process to these cores (`taskset -c`, inherited by the
 // processes it starts).
+// opts.refuseCamera: without `--use-fake-ui-for-media-stream`, so a camera prompt is refused (no
+// one is there to accept it), as for a student who says no; such pages then get no media
+// permission, and Chromium hides their host addresses behind mDNS names.
 export async function launchBrowser(extra = [], opts = {}) {
   const options = BROWSER_OPTIONS(extra);
+  if (opts.refuseCamera) options.args = options.args.filter((a) => a !== '--use-fake-ui-for-media-stream');
   if (opts.cpus) {
     const wrapper = join(mkdtempSync(join(tmpdir(), 'aula-chromium-')), 'chromium');
     writeFileSync(wrapper, `#!/bin/sh\nexec taskset -c ${opts.cpus} ${options.executablePath} "$@"\n`, { mode: 0o755 });

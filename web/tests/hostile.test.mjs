@@ -3,7 +3,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import * as encoding from 'lib0/encoding';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
@@ -266,6 +266,40 @@ test('item 4: /collab connections are capped per identity; readers cannot send l
 // The server's resident memory, in bytes.
 const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
 const MiB = (b) => (b / 1048576).toFixed(1);
+const open = (url) => new Promise((res, rej) => { const c = new WebSocket(url); c.on('open', () => res(c)); c.on('error', rej); });
+const closedOf = (c) => new Promise((res) => { if (c.readyState === WebSocket.CLOSED) res(); else c.on('close', res); });
+const fds = (pid) => readdirSync(`/proc/${pid}/fd`).length;
+
+test('item 4: a client that stops reading is disconnected at the idle deadline, its queue freed', async () => {
+  // Found by bench/soak: such a client was dropped from the document but its session waited
+  // on the full socket forever, holding its descriptor and what was queued for it.
+  const s = await startServer({ AULA_HLS__AUTO_EGRESS: 'false', AULA_COLLAB__IDLE_TIMEOUT_S: '3' });
+  try {
+    const room = 'unread';
+    const wsBase = s.base.replace('http', 'ws');
+    const { doc, p } = editor(s, room, s.token(room, 'writer', ['--publish-data']));
+    await waitFor(() => p.synced, 10_000, 'the writer synced');
+    const base = fds(s.proc.pid);
+    const readers = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await open(`${wsBase}/collab/${room}?token=${s.token(room, `r${i}`, [])}`);
+      c._socket.pause(); // never reads again
+      readers.push(c);
+    }
+    await waitFor(() => fds(s.proc.pid) >= base + 3, 5000, 'the readers connected');
+    for (let i = 0; i < 12; i++) { doc.getText('t').insert(0, String(i % 10).repeat(900_000)); await sleep(50); }
+    // The server gives up on them (3 s without taking data, or too slow) and closes them,
+    // although they never read and never close.
+    await waitFor(() => fds(s.proc.pid) <= base, 20_000, `the readers' sockets closed by the server (${base} before)`)
+      .catch(() => assert.fail(`server still holds ${fds(s.proc.pid) - base} more descriptors than before the readers`));
+    // The writer is unaffected.
+    doc.getText('t').insert(0, 'still here');
+    const check = editor(s, room, s.token(room, 'checker', []));
+    await waitFor(() => check.doc.getText('t').toString().startsWith('still here'), 10_000, 'the writer\'s edit arrives');
+    for (const c of [check, { doc, p }]) { c.p.destroy(); c.doc.destroy(); }
+    for (const c of readers) c.terminate();
+  } finally { await s.stop(); }
+});
 
 test('memory returns to its baseline after rounds of attacks, and honest editors get every update meanwhile', async (t) => {
   // Short deadlines so a round ends in seconds; the defaults' paths are the same code.
@@ -276,8 +310,6 @@ test('memory returns to its baseline after rounds of attacks, and honest editors
   const net = await import('node:net');
   const { port } = new URL(s.base);
   const wsBase = s.base.replace('http', 'ws');
-  const open = (url) => new Promise((res, rej) => { const c = new WebSocket(url); c.on('open', () => res(c)); c.on('error', rej); });
-  const closedOf = (c) => new Promise((res) => { if (c.readyState === WebSocket.CLOSED) res(); else c.on('close', res); });
   // Tokens are minted once: each is a run of `aula token`.
   const writers = Array.from({ length: 40 }, (_, i) => s.token('attacked', `w${i}`, ['--publish-data']));
   const joiners = Array.from({ length: 30 }, (_, i) => s.token('seats', `p${i}`, []));

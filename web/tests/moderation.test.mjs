@@ -122,6 +122,38 @@ test('the room service API (admin tokens): list rooms, remove, mute, post to cha
   await cam.context().close();
 });
 
+test('the room service API sends data to every room client, or to named identities only', async () => {
+  const room = 'data';
+  const roomAdmin = server.token(room, 'backend', ['--admin']);
+  const ana = await roomSocket(server.base, room, server.token(room, 'ana'));
+  const ben = await roomSocket(server.base, room, server.token(room, 'ben'));
+  const send = (body, token = roomAdmin, to = room) => fetch(`${server.base}/api/rooms/${to}/data`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  try {
+    const all = await send({ payload: '{"quiz":3}', topic: 'quiz' });
+    assert.equal(all.status, 200);
+    assert.deepEqual(await all.json(), { delivered: 2 });
+    for (const c of [ana, ben]) {
+      const m = await c.next((x) => x.type === 'data', 5000, 'the data message');
+      assert.deepEqual([m.from, m.topic, m.payload], ['backend', 'quiz', '{"quiz":3}']);
+    }
+    const one = await send({ payload: 'just you', identities: ['ben'] });
+    assert.deepEqual(await one.json(), { delivered: 1 });
+    await ben.next((x) => x.type === 'data' && x.payload === 'just you', 5000, 'ben\'s message');
+    // Ana got only the first one (and a message with no topic has no `topic` field).
+    await sleep(300);
+    assert.equal(ana.msgs.filter((x) => x.type === 'data').length, 1);
+    assert.ok(!('topic' in ben.msgs.filter((x) => x.type === 'data')[1]));
+    // Refusals: not an admin, no room, bad JSON, too large.
+    assert.equal((await send({ payload: 'x' }, server.token(room, 'ana'))).status, 403);
+    assert.equal((await send({ payload: 'x' }, server.token('nobody', 'b', ['--admin']), 'nobody')).status, 404);
+    assert.equal((await send('{"payload":')).status, 400);
+    assert.equal((await send({ payload: 'x', to: ['ana'] })).status, 400, 'unknown fields are refused');
+    assert.equal((await send({ payload: 'x'.repeat(20_000) })).status, 400);
+  } finally {
+    ana.close(); ben.close();
+  }
+});
+
 test('room webhooks: started, joined, published, unpublished, left, finished, each signed', async () => {
   const http = await import('node:http');
   const { createHmac } = await import('node:crypto');

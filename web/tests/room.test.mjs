@@ -51,3 +51,26 @@ test('three participants each decode video from both others, with audio and chat
   const a = await tileFrames(pages[0]);
   await waitFor(async () => { const b = await tileFrames(pages[0]); return Object.keys(b).every((pid) => b[pid].frames > a[pid].frames); }, 20_000, 'ana still decodes ben');
 });
+
+test('on a phone-width screen the room page fits the width: no sideways scrolling, 16:9 tiles', async () => {
+  const ana = await (await browser.newContext()).newPage();
+  await ana.goto(`${server.base}/room/phone?token=${server.token('phone', 'ana')}`);
+  const phone = await (await browser.newContext({ viewport: { width: 375, height: 740 }, deviceScaleFactor: 2, hasTouch: true })).newPage();
+  await phone.goto(`${server.base}/room/phone?token=${server.token('phone', 'ben')}`);
+  await waitFor(async () => Object.values(await tileFrames(phone)).some((t) => t.frames > 0), 30_000, 'the phone decodes ana');
+  const layout = await phone.evaluate(() => {
+    const w = window.innerWidth;
+    const boxes = [...document.querySelectorAll('.tile video, header, aside, #collab canvas, #chat-form')].map((el) => {
+      const r = el.getBoundingClientRect();
+      return { what: el.id || el.tagName.toLowerCase(), left: r.left, right: r.right, width: r.width, height: r.height };
+    });
+    return { w, scroll: document.documentElement.scrollWidth, boxes };
+  });
+  assert.ok(layout.scroll <= layout.w, `no sideways scrolling (${layout.scroll} px wide in a ${layout.w} px screen)`);
+  for (const b of layout.boxes) assert.ok(b.left >= 0 && b.right <= layout.w + 0.5, `${b.what} within the screen: ${JSON.stringify(b)}`);
+  for (const v of layout.boxes.filter((b) => b.what === 'video')) {
+    assert.ok(Math.abs(v.height / v.width - 9 / 16) < 0.02, `tiles are 16:9: ${JSON.stringify(v)}`);
+  }
+  await ana.context().close();
+  await phone.context().close();
+});

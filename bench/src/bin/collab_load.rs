@@ -7,19 +7,15 @@
 //! `cargo run --release -p bench --bin collab -- --rooms 50 --editors 30 --rate 7.5 --seconds 20`
 #![deny(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use bench::{clock, cpu_seconds, host_ticks, micros, steal_share, AulaServer};
+use bench::collab_client::{editor, Pace, Stats};
+use bench::{clock, cpu_seconds, host_ticks, steal_share, AulaServer};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use yrs::sync::{Message, SyncMessage};
-use yrs::updates::encoder::Encode;
-use yrs::{GetString, ReadTxn, Text, Transact};
+use tokio::sync::watch;
 
 #[derive(Parser)]
 struct Args {
@@ -38,107 +34,6 @@ struct Args {
     /// Skip the Node y-websocket server run.
     #[arg(long)]
     no_peer: bool,
-}
-
-#[derive(Default)]
-struct Stats {
-    sent: AtomicU64,
-    received: AtomicU64,
-    latencies_us: Mutex<Vec<u32>>,
-    measuring: AtomicBool,
-    errors: AtomicU64,
-}
-
-/// Marker inside each inserted string: `@{editor:05}:{micros:012}#`.
-fn marker(editor: usize, at: u64) -> String {
-    format!("@{editor:05}:{at:012}#")
-}
-
-/// Every marker in a received message from another editor: its send time.
-fn markers(data: &[u8], me: usize, mut f: impl FnMut(u64)) {
-    let mut i = 0;
-    while let Some(p) = data[i..].iter().position(|b| *b == b'@') {
-        let s = i + p;
-        i = s + 1;
-        let Some(m) = data.get(s + 1..s + 20) else {
-            break;
-        };
-        if m[5] != b':' || m[18] != b'#' {
-            continue;
-        }
-        let num = |b: &[u8]| -> Option<u64> { std::str::from_utf8(b).ok()?.parse().ok() };
-        if let (Some(who), Some(at)) = (num(&m[..5]), num(&m[6..18])) {
-            if who as usize != me {
-                f(at);
-            }
-        }
-    }
-}
-
-async fn editor(
-    url: String,
-    id: usize,
-    rate: f64,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-) -> Result<()> {
-    // Small read buffer: tungstenite zero-fills all of it before each read (see
-    // signaling/src/ws_io.rs); Nagle off, as browsers and the servers do.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
-        .await
-        .with_context(|| format!("connecting {url}"))?;
-    let (mut tx, mut rx) = ws.split();
-    let reader = {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = rx.next().await {
-                let WsMessage::Binary(b) = m else { continue };
-                // Only broadcast updates (sync, update): not the initial state.
-                if b.len() < 2 || b[0] != 0 || b[1] != 2 {
-                    continue;
-                }
-                let now = micros();
-                let measuring = stats.measuring.load(Ordering::Relaxed);
-                markers(&b, id, |at| {
-                    if measuring {
-                        stats.received.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut l) = stats.latencies_us.lock() {
-                            l.push(now.saturating_sub(at).min(u32::MAX as u64) as u32);
-                        }
-                    }
-                });
-            }
-        })
-    };
-    let doc = yrs::Doc::new();
-    let text = doc.get_or_insert_text("code");
-    let period = Duration::from_secs_f64(1.0 / rate);
-    // Editors start spread over one period.
-    tokio::time::sleep(period.mul_f64((id % 97) as f64 / 97.0)).await;
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        let before = doc.transact().state_vector();
-        {
-            let mut txn = doc.transact_mut();
-            let len = text.get_string(&txn).len() as u32;
-            text.insert(&mut txn, len, &marker(id, micros()));
-        }
-        let update = doc.transact().encode_state_as_update_v1(&before);
-        let msg = Message::Sync(SyncMessage::Update(update)).encode_v1();
-        if tx.send(WsMessage::Binary(msg.into())).await.is_err() {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        if stats.measuring.load(Ordering::Relaxed) {
-            stats.sent.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    let _ = tx.close().await;
-    reader.abort();
-    Ok(())
 }
 
 struct Outcome {
@@ -160,6 +55,14 @@ async fn run_load(
 ) -> Result<Outcome> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // Editors send as soon as they are connected; the warm-up below covers the start.
+    let (_go, go) = watch::channel(true);
+    let pace = Pace {
+        rate: args.rate,
+        go,
+        stop: stop.clone(),
+        linger: Duration::ZERO,
+    };
     let mut tasks = Vec::new();
     for r in 0..args.rooms {
         for e in 0..args.editors {
@@ -167,8 +70,7 @@ async fn run_load(
             tasks.push(tokio::spawn(editor(
                 url_for(r, e),
                 id,
-                args.rate,
-                stop.clone(),
+                pace.clone(),
                 stats.clone(),
             )));
             if id % 50 == 49 {

@@ -7,36 +7,17 @@
 //! delay (publisher send -> subscriber receive, same process clock) and loss (sequence gaps).
 #![deny(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
+use bench::webrtc_client::{publisher, subscriber, Stats, MARK};
 use bench::{clock, micros, AulaServer};
 use bytes::Bytes;
 use clap::Parser;
-use rtc::interceptor::Registry;
 use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::watch;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState,
-};
+use webrtc::peer_connection::PeerConnection;
 
 #[derive(Parser)]
 #[command(about = "aula SFU fan-out benchmark (webrtc-rs clients)")]
@@ -55,223 +36,11 @@ struct Args {
     aula: String,
 }
 
-const MARK: &[u8; 4] = b"AULA";
-
-#[derive(Default)]
-struct Stats {
-    video_packets: AtomicU64,
-    audio_packets: AtomicU64,
-    bytes: AtomicU64,
-    lost: AtomicU64,
-    delays_us: Mutex<Vec<u32>>,
-    measuring: std::sync::atomic::AtomicBool,
-}
-
-struct Handler {
-    connected: watch::Sender<bool>,
-    gathered: watch::Sender<bool>,
-    stats: Option<Arc<Stats>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self
-            .connected
-            .send(state == RTCPeerConnectionState::Connected);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(stats) = self.stats.clone() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let video = track.kind().await == RtpCodecKind::Video;
-            let mut last_seq: Option<u16> = None;
-            while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(p) = evt else {
-                    continue;
-                };
-                let now = micros();
-                if !stats.measuring.load(Ordering::Relaxed) {
-                    last_seq = Some(p.header.sequence_number);
-                    continue;
-                }
-                stats
-                    .bytes
-                    .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                if !video {
-                    stats.audio_packets.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                stats.video_packets.fetch_add(1, Ordering::Relaxed);
-                let seq = p.header.sequence_number;
-                if let Some(l) = last_seq {
-                    let gap = seq.wrapping_sub(l);
-                    if gap > 1 && gap < 1000 {
-                        stats.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                    }
-                }
-                last_seq = Some(seq);
-                // The first packet of each frame carries the publisher's send time.
-                let head = &p.payload[..p.payload.len().min(24)];
-                if let Some(i) = head.windows(4).position(|w| w == MARK) {
-                    if let Some(b) = p.payload.get(i + 4..i + 12) {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(b);
-                        let sent = u64::from_be_bytes(a);
-                        if let Ok(mut d) = stats.delays_us.lock() {
-                            d.push(now.saturating_sub(sent) as u32);
-                        }
-                    }
-                }
-            }
-        });
-    }
-}
-
-fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
-    let audio = RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        },
-        payload_type: 111,
-    };
-    let video = RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: "".to_owned(),
-            rtcp_feedback: vec![],
-        },
-        payload_type: 96,
-    };
-    (audio, video)
-}
-
-async fn peer(
-    stats: Option<Arc<Stats>>,
-) -> Result<(
-    impl PeerConnection,
-    watch::Receiver<bool>,
-    watch::Receiver<bool>,
-)> {
-    let (audio, video) = codecs();
-    let mut me = MediaEngine::default();
-    me.register_codec(audio, RtpCodecKind::Audio)?;
-    me.register_codec(video, RtpCodecKind::Video)?;
-    let registry = register_default_interceptors(Registry::new(), &mut me)?;
-    let (ctx, crx) = watch::channel(false);
-    let (gtx, grx) = watch::channel(false);
-    let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow!("no runtime"))?;
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(me)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler {
-            connected: ctx,
-            gathered: gtx,
-            stats,
-        }))
-        .with_runtime(runtime)
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-        .build()
-        .await?;
-    Ok((pc, crx, grx))
-}
-
-/// Offer, wait for ICE gathering, POST to WHIP/WHEP, apply the answer.
-async fn signal(
-    pc: &impl PeerConnection,
-    mut gathered: watch::Receiver<bool>,
-    url: String,
-    token: String,
-) -> Result<()> {
-    let offer = pc.create_offer(None).await?;
-    pc.set_local_description(offer).await?;
-    tokio::time::timeout(Duration::from_secs(10), gathered.wait_for(|g| *g)).await??;
-    let sdp = pc
-        .local_description()
-        .await
-        .ok_or_else(|| anyhow!("no local description"))?
-        .sdp;
-    let answer = tokio::task::spawn_blocking(move || -> Result<String> {
-        let mut r = ureq::post(&url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Content-Type", "application/sdp")
-            .send(sdp.as_str())?;
-        if r.status() != 201 {
-            bail!("{url}: {}", r.status());
-        }
-        Ok(r.body_mut().read_to_string()?)
-    })
-    .await??;
-    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
-        .await?;
-    Ok(())
-}
-
-fn local_track(
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-    ssrc: u32,
-) -> Result<Arc<TrackLocalStaticSample>> {
-    Ok(Arc::new(TrackLocalStaticSample::new(
-        Instant::now(),
-        MediaStreamTrack::new(
-            "bench".to_string(),
-            format!("bench-{kind}"),
-            format!("bench-{kind}"),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec,
-                ..Default::default()
-            }],
-        ),
-    )?))
-}
-
 async fn run(args: &Args, n: usize) -> Result<()> {
     let server = AulaServer::start(&args.aula, &[])?;
     let room = "bench";
-    let (audio_codec, video_codec) = codecs();
-
-    // Publisher over WHIP.
-    let (pub_pc, mut pub_conn, pub_gather) = peer(None).await?;
-    let vtrack = local_track(RtpCodecKind::Video, video_codec.rtp_codec.clone(), 0x1111)?;
-    let atrack = local_track(RtpCodecKind::Audio, audio_codec.rtp_codec.clone(), 0x2222)?;
-    pub_pc
-        .add_track(vtrack.clone() as Arc<dyn TrackLocal>)
-        .await?;
-    pub_pc
-        .add_track(atrack.clone() as Arc<dyn TrackLocal>)
-        .await?;
     let token = server.token(room, "publisher", &["--publish"])?;
-    signal(
-        &pub_pc,
-        pub_gather,
-        format!("{}/whip/{room}", server.base),
-        token,
-    )
-    .await?;
-    tokio::time::timeout(Duration::from_secs(15), pub_conn.wait_for(|c| *c))
-        .await
-        .context("publisher did not connect")??;
+    let (pub_pc, vtrack, atrack) = publisher(format!("{}/whip/{room}", server.base), token).await?;
 
     let frame_bytes = (args.video_kbps * 1000 / 8 / 30) as usize;
     let media = tokio::spawn(async move {
@@ -318,20 +87,7 @@ async fn run(args: &Args, n: usize) -> Result<()> {
             let url = format!("{}/whep/{room}", server.base);
             let token = server.token(room, &format!("sub{i}"), &[])?;
             joins.push(tokio::spawn(async move {
-                let (pc, mut conn, gather) = peer(Some(stats)).await?;
-                for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-                    pc.add_transceiver_from_kind(
-                        kind,
-                        Some(RTCRtpTransceiverInit {
-                            direction: RTCRtpTransceiverDirection::Recvonly,
-                            ..Default::default()
-                        }),
-                    )
-                    .await?;
-                }
-                signal(&pc, gather, url, token).await?;
-                tokio::time::timeout(Duration::from_secs(30), conn.wait_for(|c| *c)).await??;
-                anyhow::Ok(pc)
+                anyhow::Ok(subscriber(url, token, stats).await?.0)
             }));
         }
         for j in joins {

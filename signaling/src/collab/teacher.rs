@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tracing::{info, warn};
 use yrs::encoding::write::Write;
 use yrs::updates::encoder::{Encoder, EncoderV1};
@@ -53,7 +53,9 @@ fn frame(name: &str, update: &[u8]) -> WsMessage {
 }
 
 async fn session(collab: super::Collab, room: String, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
+    let (tx, mut rx) = socket.split();
+    let idle = Duration::from_secs(collab.settings().idle_timeout_s);
+    let mut tx = crate::ws_io::Writer::new(tx, idle);
     let prefix = format!("{room}~");
     let (initial, mut updates, lagged) = collab.watch(&prefix, QUEUE).await;
     info!(%room, students = initial.len(), "collab: teacher view opened");

@@ -8,7 +8,7 @@
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tracing::{debug, warn};
 
 use super::{Close, Out, CLOSE_MALFORMED};
@@ -89,7 +89,10 @@ pub(crate) fn valid_room(r: &str) -> bool {
 }
 
 async fn session(collab: super::Collab, room: String, can_write: bool, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
+    let (tx, mut rx) = socket.split();
+    // A client that takes no bytes for the idle timeout is as gone as one that sends none.
+    let idle = std::time::Duration::from_secs(collab.settings().idle_timeout_s);
+    let mut tx = crate::ws_io::Writer::new(tx, idle);
     let mut conn = match collab.join(&room, can_write).await {
         Ok(c) => c,
         Err(e) => {
@@ -114,7 +117,6 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
             return;
         }
     }
-    let idle = std::time::Duration::from_secs(collab.settings().idle_timeout_s);
     let mut ping = tokio::time::interval(idle / 3);
     ping.reset();
     let mut heard = tokio::time::Instant::now();
@@ -197,7 +199,7 @@ async fn session(collab: super::Collab, room: String, can_write: bool, socket: W
 }
 
 async fn close_and_drain(
-    tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    tx: &mut crate::ws_io::Writer,
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     c: &Close,
 ) {
