@@ -48,7 +48,8 @@ struct Args {
     /// Measured minutes, after the warm-up rounds.
     #[arg(long, default_value_t = 30.0)]
     minutes: f64,
-    /// Rounds before the baseline sample (thread pools, arenas and caches settle).
+    /// Rounds before the measured ones (thread pools, arenas, caches and a retained buffer of
+    /// the first 900 KB floods settle: the heap steps up ~10 MiB once, in round 3 or 4).
     #[arg(long, default_value_t = 5)]
     warmup_rounds: usize,
     /// Seconds per round: longer than `collab.idle_timeout_s` (60) + `unload_after_s` (10).
@@ -719,6 +720,22 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
 }
 
+/// Each field's median over `rs` (an odd count).
+fn median(rs: &[Resources]) -> Resources {
+    let mid = |f: fn(&Resources) -> u64| {
+        let mut v: Vec<u64> = rs.iter().map(f).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    Resources {
+        anon_kib: mid(|r| r.anon_kib),
+        file_kib: mid(|r| r.file_kib),
+        heap: mid(|r| r.heap),
+        fds: mid(|r| r.fds),
+        threads: mid(|r| r.threads),
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -1066,14 +1083,19 @@ async fn main() -> Result<()> {
     }
     let _ = pub_pc.close().await;
 
-    let base = samples
-        .get(args.warmup_rounds.saturating_sub(1))
+    // "After warm-up" and "at the end": the medians of the first and of the last three
+    // measured rounds' readings. One round's reading still swings by ~20 MiB of anonymous memory
+    // with the egress job's buffers (58-81 MiB at a steady heap in one run).
+    let measured: Vec<Resources> = samples
+        .iter()
+        .filter(|(n, _)| *n >= args.warmup_rounds)
         .map(|s| s.1)
-        .ok_or_else(|| anyhow!("no sample after warm-up"))?;
-    let end = samples
-        .last()
-        .map(|s| s.1)
-        .ok_or_else(|| anyhow!("no samples"))?;
+        .collect();
+    if measured.len() < 3 {
+        bail!("fewer than 3 measured rounds: run longer (--minutes)");
+    }
+    let base = median(&measured[..3]);
+    let end = median(&measured[measured.len() - 3..]);
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     println!(
         "\nafter warm-up: RSS {:.1} MiB ({:.1} anonymous + {:.1} file-backed), heap {:.1} MiB, {} fds, {} threads; at the end: RSS {:.1} MiB ({:.1} anonymous, {:+.1}%, + {:.1} file-backed), heap {:.1} MiB, {} fds, {} threads; peak RSS {:.1} MiB",
