@@ -406,14 +406,7 @@ impl Sfu {
             {
                 continue;
             }
-            self.out.signal(
-                p.id,
-                Signal::Data {
-                    from: data.from.clone(),
-                    topic: data.topic.clone(),
-                    payload: data.payload.clone(),
-                },
-            );
+            self.out.signal(p.id, Signal::Data(data.clone()));
             n += 1;
         }
         Ok(n)

@@ -70,9 +70,11 @@ pub enum MuteTarget {
 }
 
 /// An application message for a room's clients (the room service API's "send data").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataMessage {
+    /// The identity of the admin token that sent it.
     pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     pub payload: String,
 }
@@ -123,13 +125,8 @@ pub enum Signal {
         muted: bool,
         by: String,
     },
-    /// An application message from the room service API (`from`: the admin token's identity).
-    Data {
-        from: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        topic: Option<String>,
-        payload: String,
-    },
+    /// An application message from the room service API.
+    Data(DataMessage),
     /// The SFU ended this participant (vanished peer, failed transport, kicked).
     Closed {
         reason: String,

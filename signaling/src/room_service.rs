@@ -1,6 +1,6 @@
 //! The room service API for applications (admin tokens): list rooms, remove a participant,
-//! mute a track, post to a room's chat, send data to its clients. What a moderator does from the room page, from a
-//! backend.
+//! mute a track, post to a room's chat, send data to its clients. What a moderator does from
+//! the room page, from a backend.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -69,28 +69,20 @@ impl Writer {
     }
 
     pub(crate) async fn send(&mut self, m: Message) -> Result<(), WriteError> {
-        let deadline = self.deadline;
-        let sink = &mut self.sink;
-        within(deadline, sink.send(m)).await
+        within(self.deadline, self.sink.send(m)).await
     }
 
     /// Queues `m` for the next `flush` (writes once the buffer is full).
     pub(crate) async fn feed(&mut self, m: Message) -> Result<(), WriteError> {
-        let deadline = self.deadline;
-        let sink = &mut self.sink;
-        within(deadline, sink.feed(m)).await
+        within(self.deadline, self.sink.feed(m)).await
     }
 
     pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
-        let deadline = self.deadline;
-        let sink = &mut self.sink;
-        within(deadline, sink.flush()).await
+        within(self.deadline, self.sink.flush()).await
     }
 
     pub(crate) async fn close(&mut self) -> Result<(), WriteError> {
-        let deadline = self.deadline;
-        let sink = &mut self.sink;
-        within(deadline, sink.close()).await
+        within(self.deadline, self.sink.close()).await
     }
 }
 

@@ -186,22 +186,30 @@ async fn ws(addr: &str, path: &str) -> Result<WebSocketStream<TcpStream>> {
     Ok(ws)
 }
 
-/// The close code the server sends within `within` (1006 = closed without one).
-async fn close_code(ws: &mut WebSocketStream<TcpStream>, within: Duration) -> Option<u16> {
-    timeout(within, async {
+/// Waits (up to 10 s) for the server to close `ws` with a code `ok` accepts (1005: a close
+/// without a code, 1006: closed without a close frame); `expected` says what was wanted.
+async fn expect_close(
+    ws: &mut WebSocketStream<TcpStream>,
+    ok: impl Fn(u16) -> bool,
+    expected: &str,
+) -> Result<String> {
+    let code = timeout(Duration::from_secs(10), async {
         while let Some(m) = ws.next().await {
             match m {
-                Ok(WsMessage::Close(Some(f))) => return Some(u16::from(f.code)),
-                Ok(WsMessage::Close(None)) => return Some(1005),
+                Ok(WsMessage::Close(Some(f))) => return u16::from(f.code),
+                Ok(WsMessage::Close(None)) => return 1005,
                 Ok(_) => continue,
-                Err(_) => return Some(1006),
+                Err(_) => return 1006,
             }
         }
-        Some(1006)
+        1006
     })
     .await
-    .ok()
-    .flatten()
+    .ok();
+    match code {
+        Some(c) if ok(c) => Ok(format!("closed {c}")),
+        other => bail!("expected close {expected}, got {other:?}"),
+    }
 }
 
 /// Whether the server has closed this TCP connection (reads what is pending, then EOF).
@@ -303,6 +311,11 @@ struct Held {
 }
 
 impl Attacker {
+    /// A `/collab` WebSocket on `doc` with `token`.
+    async fn collab(&self, doc: &str, token: &str) -> Result<WebSocketStream<TcpStream>> {
+        ws(&self.addr, &format!("/collab/{doc}?token={token}")).await
+    }
+
     /// Runs every attack once; returns what is held open and each attack's outcome.
     async fn round(&self, t: &RoundTokens) -> (Held, Vec<(&'static str, Result<String>)>) {
         let mut held = Held::default();
@@ -342,11 +355,7 @@ impl Attacker {
     /// 40 writers of an honest document each send half of a 1,000,000-byte frame.
     async fn half_frames(&self, t: &RoundTokens, held: &mut Held) -> Result<String> {
         for tok in &t.writers {
-            let mut c = ws(
-                &self.addr,
-                &format!("/collab/{}?token={tok}", doc_name(0, t.n)),
-            )
-            .await?;
+            let mut c = self.collab(&doc_name(0, t.n), tok).await?;
             let mut frame = vec![0x82, 0xff, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x40, 1, 2, 3, 4];
             frame.resize(frame.len() + 500_000, 0);
             c.get_mut().write_all(&frame).await?;
@@ -358,14 +367,9 @@ impl Attacker {
     /// Three readers that never read while a writer sends twelve 900 KB updates.
     async fn flood(&self, t: &RoundTokens, held: &mut Held) -> Result<String> {
         for tok in &t.readers {
-            held.sockets
-                .push(ws(&self.addr, &format!("/collab/{}?token={tok}", t.flood_room)).await?);
+            held.sockets.push(self.collab(&t.flood_room, tok).await?);
         }
-        let mut w = ws(
-            &self.addr,
-            &format!("/collab/{}?token={}", t.flood_room, t.flooder),
-        )
-        .await?;
+        let mut w = self.collab(&t.flood_room, &t.flooder).await?;
         let doc = yrs::Doc::new();
         let text = doc.get_or_insert_text("t");
         for i in 0..12u8 {
@@ -385,11 +389,7 @@ impl Attacker {
 
     /// Updates whose origin the server never got, until the document's pending cap.
     async fn pending(&self, t: &RoundTokens) -> Result<String> {
-        let mut w = ws(
-            &self.addr,
-            &format!("/collab/{}?token={}", t.flood_room, t.flooder),
-        )
-        .await?;
+        let mut w = self.collab(&t.flood_room, &t.flooder).await?;
         let mut sent = 0;
         for _ in 0..30 {
             let d = yrs::Doc::new();
@@ -410,51 +410,30 @@ impl Attacker {
 
     /// A read-only client's awareness clock of 2^32-1 (item 1): closed as malformed (4400).
     async fn awareness_clock(&self, t: &RoundTokens) -> Result<String> {
-        let mut c = ws(
-            &self.addr,
-            &format!("/collab/{}?token={}", doc_name(2, t.n), t.awareness_ro),
-        )
-        .await?;
+        let mut c = self.collab(&doc_name(2, t.n), &t.awareness_ro).await?;
         let msg = vec![1, 10, 1, 7, 0xff, 0xff, 0xff, 0xff, 0x0f, 2, b'{', b'}'];
         c.send(WsMessage::Binary(msg.into())).await?;
-        match close_code(&mut c, Duration::from_secs(10)).await {
-            Some(4400) => Ok("closed 4400".into()),
-            other => bail!("expected close 4400, got {other:?}"),
-        }
+        expect_close(&mut c, |c| c == 4400, "4400").await
     }
 
     /// One update from 15,000 synthetic client ids into an honest document (item 2).
     async fn many_ids(&self, t: &RoundTokens) -> Result<String> {
-        let mut c = ws(
-            &self.addr,
-            &format!("/collab/{}?token={}", doc_name(3, t.n), t.many_ids),
-        )
-        .await?;
+        let mut c = self.collab(&doc_name(3, t.n), &t.many_ids).await?;
         c.send(WsMessage::Binary(many_clients_update(15_000).into()))
             .await?;
-        match close_code(&mut c, Duration::from_secs(10)).await {
-            Some(code) if code >= 4000 => Ok(format!("closed {code}")),
-            other => bail!("expected a 4xxx close, got {other:?}"),
-        }
+        expect_close(&mut c, |c| c >= 4000, "4xxx").await
     }
 
     /// 3,000 WebSocket pings on a collab socket (item 9): closed 4429.
     async fn ping_flood(&self, t: &RoundTokens) -> Result<String> {
-        let mut c = ws(
-            &self.addr,
-            &format!("/collab/{}?token={}", doc_name(4, t.n), t.pinger),
-        )
-        .await?;
+        let mut c = self.collab(&doc_name(4, t.n), &t.pinger).await?;
         for _ in 0..3000 {
             if c.feed(WsMessage::Ping(Bytes::new())).await.is_err() {
                 break;
             }
         }
         let _ = c.flush().await;
-        match close_code(&mut c, Duration::from_secs(10)).await {
-            Some(4429) => Ok("closed 4429".into()),
-            other => bail!("expected close 4429, got {other:?}"),
-        }
+        expect_close(&mut c, |c| c == 4429, "4429").await
     }
 
     /// 60 re-offers on the honest room's signaling socket (item 9): refused, then closed 4400.
@@ -467,10 +446,7 @@ impl Attacker {
                 break;
             }
         }
-        match close_code(&mut c, Duration::from_secs(10)).await {
-            Some(4400) => Ok("closed 4400".into()),
-            other => bail!("expected close 4400, got {other:?}"),
-        }
+        expect_close(&mut c, |c| c == 4400, "4400").await
     }
 
     /// 30 participants take seats in the honest room and leave; one identity joins 10 times
