@@ -23,16 +23,31 @@ pub fn in_use() -> u64 {
     }
 }
 
-/// At most one malloc arena per core; call first thing, before threads start.
-pub fn limit_arenas() {
+/// Allocations at or above this size are mmapped and unmapped on free.
+const MMAP_THRESHOLD: usize = 256 * 1024;
+
+/// At most one malloc arena per core, and a fixed mmap threshold; call first thing, before
+/// threads start.
+///
+/// glibc raises its mmap threshold to the size of the largest mmapped block freed (up to
+/// 32 MiB): once an attack's 0.5-1 MB frames were freed, later large buffers came from the
+/// arenas and fragmented them. In the 30-minute soak anonymous RSS crept +6.3% with swings of
+/// 20 MiB between rounds; with the threshold fixed at 256 KiB, +4.5% over 20 minutes and no
+/// swings (`bench/README.md`, soak runs 2 and 3). The cost, an mmap and munmap per buffer
+/// above 256 KiB, is measured there too (`sfu-fanout`, `ladder`).
+pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2);
-        // SAFETY: mallopt sets an allocator tunable; called before any other thread exists.
+        // SAFETY: mallopt sets allocator tunables; called before any other thread exists.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, cores.min(64) as libc::c_int);
+            // glibc's own variable, when set, wins (it is how the soak compared the two).
+            if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+            }
         }
     }
 }

@@ -104,7 +104,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
-    heap::limit_arenas();
+    heap::tune();
     let cli = Cli::parse();
     // Ladder commands work on files and need no server configuration.
     let config = cli.config;
