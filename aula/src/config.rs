@@ -51,6 +51,14 @@ pub struct Media {
     pub bind: SocketAddr,
     /// Address announced in ICE candidates when binding to 0.0.0.0 (e.g. the public IP).
     pub public_ip: Option<std::net::IpAddr>,
+    /// ICE over TCP (a passive TCP candidate beside the UDP one) for networks that block UDP.
+    pub tcp: bool,
+    /// Where ICE-TCP listens; unset: `bind`'s address and port, over TCP.
+    pub tcp_bind: Option<SocketAddr>,
+    /// Carry ICE-TCP on the HTTP(S) port instead (one open port for everything).
+    pub tcp_on_http: bool,
+    /// Offer the UDP candidate. Off only to prove ICE-TCP (tests, diagnosing a network).
+    pub udp_candidate: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +179,10 @@ impl Default for Media {
         Media {
             bind: SocketAddr::from(([127, 0, 0, 1], 7882)),
             public_ip: None,
+            tcp: true,
+            tcp_bind: None,
+            tcp_on_http: false,
+            udp_candidate: true,
         }
     }
 }

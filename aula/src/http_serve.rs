@@ -92,6 +92,7 @@ pub async fn serve(
     limits: Limits,
     refusals: Arc<Refusals>,
     tls: Option<crate::tls::Tls>,
+    media: Option<sfu::server::SfuHandle>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -126,22 +127,41 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
-        let slot = Mutex::new(Some(slot));
         let app = app.clone();
-        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            if let Ok(mut s) = slot.lock() {
-                s.take();
-            }
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
         let stop_rx = stop_rx.clone();
         let header_timeout = limits.header_timeout;
-        let io = Counted {
-            tcp,
-            _permit: permit,
-        };
         let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let media = media.clone();
         tokio::spawn(async move {
+            if let Some(sfu) = media {
+                match sniff(&tcp, header_timeout).await {
+                    Sniffed::Ice => {
+                        // The media thread owns it from here (its own caps and deadlines).
+                        match tcp.into_std() {
+                            Ok(s) => {
+                                if let Err(e) = sfu.adopt_tcp(s, peer) {
+                                    warn!(%peer, error = %e, "ICE-TCP connection not handed over");
+                                }
+                            }
+                            Err(e) => debug!(%peer, error = %e, "ICE-TCP connection lost"),
+                        }
+                        return;
+                    }
+                    Sniffed::Gone => return,
+                    Sniffed::Other => {}
+                }
+            }
+            let slot = Mutex::new(Some(slot));
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                if let Ok(mut s) = slot.lock() {
+                    s.take();
+                }
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let io = Counted {
+                tcp,
+                _permit: permit,
+            };
             match acceptor {
                 None => serve_io(io, svc, header_timeout, stop_rx, peer).await,
                 Some(a) => {
@@ -159,6 +179,45 @@ pub async fn serve(
         });
     }
     let _ = stop_tx.send(true);
+}
+
+enum Sniffed {
+    /// RFC 4571 framing of a STUN message: ICE-TCP for the media thread.
+    Ice,
+    /// Anything else (a TLS ClientHello, an HTTP request line): served here.
+    Other,
+    Gone,
+}
+
+/// Looks at a connection's first bytes without reading them (`media.tcp_on_http`). ICE-TCP
+/// opens with a 2-byte length and a STUN header whose first byte is 0 or 1 and whose magic
+/// cookie follows (bytes 6-9 of the stream): a length under 256 puts a 0 first, which neither TLS (0x16) nor an
+/// HTTP method (a letter) starts with.
+async fn sniff(tcp: &tokio::net::TcpStream, deadline: Duration) -> Sniffed {
+    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    let mut buf = [0u8; 10];
+    let start = tokio::time::Instant::now();
+    loop {
+        let n = match tokio::time::timeout_at(start + deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Sniffed::Gone,
+            Ok(Ok(n)) => n,
+        };
+        if buf[0] != 0 {
+            return Sniffed::Other;
+        }
+        if n >= buf.len() {
+            return if buf[6..10] == COOKIE {
+                Sniffed::Ice
+            } else {
+                Sniffed::Other
+            };
+        }
+        // A few bytes so far: peek returns at once while any are queued, so wait a little.
+        if start.elapsed() > deadline {
+            return Sniffed::Gone;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// One HTTP/1.1 connection (upgrades allowed) on `io`, plain or TLS.

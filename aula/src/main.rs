@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sfu::server::{ServerConfig, SfuHandle};
+use sfu::server::{ServerConfig, SfuHandle, TcpLimits, TcpMode};
 use signaling::{AppState, Grants, TokenKeys};
 use tracing::info;
 
@@ -171,24 +171,47 @@ fn serve(cfg: Config) -> Result<()> {
     let (secret, dev) = cfg.api_secret()?;
     let keys = TokenKeys::new(&cfg.auth.api_key, &secret);
     let (room_events, mut room_events_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Bound before the media thread starts: ICE-TCP on the HTTP port announces its address.
+    let http_listener = std::net::TcpListener::bind(cfg.http.bind)
+        .with_context(|| format!("binding HTTP {}", cfg.http.bind))?;
+    http_listener.set_nonblocking(true)?;
+    let http_addr = http_listener.local_addr()?;
+    let tcp = match (cfg.media.tcp, cfg.media.tcp_on_http) {
+        (false, _) => None,
+        (true, true) => Some(TcpMode::OnHttp(http_addr)),
+        (true, false) => Some(TcpMode::Listen(
+            cfg.media.tcp_bind.unwrap_or(cfg.media.bind),
+        )),
+    };
+    if tcp.is_none() && !cfg.media.udp_candidate {
+        anyhow::bail!(
+            "media.udp_candidate = false needs media.tcp = true: peers would have no candidate"
+        );
+    }
     let sfu = SfuHandle::start(ServerConfig {
         bind: cfg.media.bind,
         public_ip: cfg.media.public_ip,
         silence_timeout: Duration::from_secs(cfg.rooms.silence_timeout_s),
         max_participants_per_room: cfg.rooms.max_participants,
         events: (!cfg.rooms.webhooks.is_empty()).then_some(room_events),
+        tcp,
+        tcp_limits: TcpLimits::default(),
+        udp_candidate: cfg.media.udp_candidate,
     })
-    .with_context(|| format!("binding media UDP {}", cfg.media.bind))?;
+    .with_context(|| {
+        format!(
+            "binding media UDP {} (and TCP {:?})",
+            cfg.media.bind, cfg.media.tcp_bind
+        )
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         // Listening for SIGINT/SIGTERM before anything says we are up.
         let stop = stop::requested();
-        let listener = tokio::net::TcpListener::bind(cfg.http.bind)
-            .await
-            .with_context(|| format!("binding HTTP {}", cfg.http.bind))?;
-        let http = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(http_listener)?;
+        let http = http_addr;
         let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
             (Some(c), Some(k)) => Some(tls::Tls::start(c.clone(), k.clone())?),
             (None, None) => None,
@@ -215,10 +238,11 @@ fn serve(cfg: Config) -> Result<()> {
                 hooks.send_event(e.event, &Numbered { seq, event: &e });
             }
         });
-        info!(%http, media = %sfu.media_addr(), scheme, "aula serving");
+        let tcp_media = sfu.tcp_addr().map_or("off".to_string(), |a| a.to_string());
+        info!(%http, media = %sfu.media_addr(), %tcp_media, scheme, "aula serving");
         // One line a script can parse to find the ports (tests bind port 0).
         println!(
-            "aula listening http={scheme}://{http} media={}",
+            "aula listening http={scheme}://{http} media={} tcp_media={tcp_media}",
             sfu.media_addr()
         );
         if dev {
@@ -277,6 +301,7 @@ fn serve(cfg: Config) -> Result<()> {
         .context("opening the collaboration store")?;
         let chat = signaling::chat::Chat::new(cfg.storage.dir.join("chat"), cfg.chat.clone())
             .context("opening the chat history store")?;
+        let sfu_for_http = sfu.clone();
         let state = AppState::new(sfu, keys)
             .with_egress(egress.clone(), cfg.signing.public_broadcasts)
             .with_collab(collab.clone())
@@ -304,12 +329,14 @@ fn serve(cfg: Config) -> Result<()> {
             max_connections: cfg.http.max_connections.max(1),
             max_pending_per_ip: cfg.http.max_pending_per_ip.max(1),
         };
+        let media_on_http = cfg.media.tcp_on_http.then(|| sfu_for_http.clone());
         let server = tokio::spawn(http_serve::serve(
             listener,
             app,
             limits,
             refusals,
             tls,
+            media_on_http,
             async {
                 let _ = stopping.await;
             },

@@ -21,8 +21,12 @@ use crate::transport::{self, Input, Protocol, Receive};
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// The address peers send media to (the one host candidate).
+    /// The address peers send media to over UDP (the UDP host candidate).
     pub public_addr: SocketAddr,
+    /// The address peers reach over TCP (a passive TCP host candidate, RFC 6544), if any.
+    pub tcp_addr: Option<SocketAddr>,
+    /// Offer the UDP candidate; off only to prove ICE-TCP (`media.udp_candidate`).
+    pub udp_candidate: bool,
     /// A participant silent this long (no datagram at all) is removed.
     pub silence_timeout: Duration,
     pub max_participants_per_room: usize,
@@ -34,6 +38,8 @@ impl SfuConfig {
     pub fn new(public_addr: SocketAddr) -> SfuConfig {
         SfuConfig {
             public_addr,
+            tcp_addr: None,
+            udp_candidate: true,
             silence_timeout: Duration::from_secs(15),
             max_participants_per_room: 1000,
             room_events: false,
@@ -44,6 +50,8 @@ impl SfuConfig {
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Datagram {
+    /// UDP from the media socket, or TCP over the connection from `destination`.
+    pub proto: Protocol,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
 }
@@ -117,8 +125,9 @@ impl Outbox {
         self.signals.push_back((to, s));
     }
 
-    pub(crate) fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+    pub(crate) fn transmit(&mut self, proto: Protocol, destination: SocketAddr, contents: Vec<u8>) {
         self.transmits.push(Datagram {
+            proto,
             destination,
             contents,
         });
@@ -141,8 +150,9 @@ pub struct Sfu {
     rooms: HashMap<String, Room>,
     /// Which room each participant is in (shared name: timers clone it per firing).
     located: HashMap<ParticipantId, Arc<str>>,
-    /// Source address -> participant, learned from the first datagram a participant accepts.
-    routes: HashMap<SocketAddr, ParticipantId>,
+    /// Source (protocol and address) -> participant, learned from the first datagram a
+    /// participant accepts.
+    routes: HashMap<(Protocol, SocketAddr), ParticipantId>,
     out: Outbox,
     next_participant: u64,
     next_housekeeping: Option<Instant>,
@@ -195,7 +205,8 @@ impl Sfu {
         if present >= self.config.max_participants_per_room {
             return Err(SfuError::RoomFull(present));
         }
-        let rtc = transport::new_peer(now, self.config.public_addr, req.kind)?;
+        let udp = self.config.udp_candidate.then_some(self.config.public_addr);
+        let rtc = transport::new_peer(now, udp, self.config.tcp_addr, req.kind)?;
         let pid = ParticipantId(self.next_participant + 1);
         let mut p = Participant::new(
             pid,
@@ -480,30 +491,42 @@ impl Sfu {
         SfuMetrics::set(&m.participants, self.located.len() as u64);
     }
 
-    /// One datagram from the media socket.
+    /// One datagram from the media socket (`Protocol::Udp`), or one RFC 4571 frame from a TCP
+    /// connection (`Protocol::Tcp`, `source` its peer address).
+    ///
+    /// The destination str0m sees is the announced candidate, not the socket's own address:
+    /// a socket bound to `0.0.0.0` or behind 1:1 NAT (`media.public_ip`) receives on an
+    /// address no candidate names, and str0m drops STUN for unknown interfaces.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        proto: Protocol,
         source: SocketAddr,
-        destination: SocketAddr,
         bytes: &[u8],
-    ) {
+    ) -> bool {
         SfuMetrics::inc(&self.out.metrics.datagrams_in, 1);
+        let destination = match proto {
+            Protocol::Tcp => match self.config.tcp_addr {
+                Some(a) => a,
+                None => return false,
+            },
+            _ => self.config.public_addr,
+        };
         let Ok(contents) = bytes.try_into() else {
             SfuMetrics::inc(&self.out.metrics.datagrams_bad, 1);
             debug!(%source, len = bytes.len(), "datagram is not STUN, DTLS, RTP or RTCP");
-            return;
+            return false;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
             },
         );
-        let pid = match self.routes.get(&source) {
+        let pid = match self.routes.get(&(proto, source)) {
             Some(pid) => Some(*pid),
             // A new address (first STUN of a peer, or an ICE restart): ask each peer.
             None => self.find_acceptor(&input),
@@ -511,14 +534,14 @@ impl Sfu {
         let Some(pid) = pid else {
             SfuMetrics::inc(&self.out.metrics.datagrams_unrouted, 1);
             debug!(%source, "datagram for no participant");
-            return;
+            return false;
         };
-        self.routes.insert(source, pid);
+        self.routes.insert((proto, source), pid);
         let Some(name) = self.located.get(&pid) else {
-            return;
+            return false;
         };
         let Some(room) = self.rooms.get_mut(&**name) else {
-            return;
+            return false;
         };
         if let Some(p) = room.participants.get_mut(&pid) {
             if let Err(e) = p.rtc.handle_input(input) {
@@ -529,6 +552,7 @@ impl Sfu {
             p.last_rx = Some(now);
         }
         self.drain_room_of(now, pid);
+        true
     }
 
     fn find_acceptor(&self, input: &Input) -> Option<ParticipantId> {

@@ -16,6 +16,12 @@ pub struct SfuMetrics {
     pub bytes_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub participants_timed_out: AtomicU64,
+    /// ICE-TCP connections open now.
+    pub tcp_connections: AtomicU64,
+    /// ICE-TCP connections refused at accept (caps) or closed for misbehaving.
+    pub tcp_refused: AtomicU64,
+    /// Datagrams dropped because a TCP connection's send buffer was full.
+    pub tcp_send_dropped: AtomicU64,
 }
 
 impl SfuMetrics {
@@ -30,7 +36,7 @@ impl SfuMetrics {
     /// Prometheus text exposition of every counter, prefixed `aula_sfu_`.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &AtomicU64); 16] = [
             ("rooms", "gauge", &self.rooms),
             ("participants", "gauge", &self.participants),
             ("tracks", "gauge", &self.tracks),
@@ -60,6 +66,9 @@ impl SfuMetrics {
                 "counter",
                 &self.participants_timed_out,
             ),
+            ("tcp_connections", "gauge", &self.tcp_connections),
+            ("tcp_refused_total", "counter", &self.tcp_refused),
+            ("tcp_send_dropped_total", "counter", &self.tcp_send_dropped),
         ];
         for (name, kind, v) in rows {
             let _ = writeln!(out, "# TYPE aula_sfu_{name} {kind}");

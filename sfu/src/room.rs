@@ -259,7 +259,7 @@ impl Room {
                 }
             };
             match output {
-                Output::Transmit(t) => out.transmit(t.destination, t.contents.into()),
+                Output::Transmit(t) => out.transmit(t.proto, t.destination, t.contents.into()),
                 Output::Timeout(t) => {
                     p.next_timeout = Some(t);
                     if p.scheduled.is_none_or(|s| t < s || s <= now) {

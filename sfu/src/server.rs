@@ -1,18 +1,19 @@
-//! The IO side: one UDP socket, one thread that owns the [`Sfu`] core, and an async handle.
+//! The IO side: one UDP socket (and ICE-TCP connections, `tcp`), one thread that owns the
+//! [`Sfu`] core, and an async handle.
 //!
 //! Commands arrive over a channel; a one-byte datagram from the handle's waker socket wakes the
 //! thread from `ppoll`. Outgoing datagrams are flushed with `sendmmsg` in batches.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc as tmpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::core::{JoinRequest, Joined, Sfu, SfuConfig, TapWho};
 use crate::error::SfuError;
@@ -23,6 +24,10 @@ use crate::signal::{ParticipantInfo, Signal, TrackInfo};
 use crate::tap::Tap;
 
 mod batch;
+mod tcp;
+
+use crate::transport::Protocol;
+pub use tcp::{TcpLimits, MAX_FRAME as TCP_MAX_FRAME};
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
@@ -69,6 +74,7 @@ enum Command {
         crate::signal::DataMessage,
         Reply<usize>,
     ),
+    AdoptTcp(TcpStream, SocketAddr),
 }
 
 /// Cloneable async handle to the media thread.
@@ -77,6 +83,7 @@ pub struct SfuHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<UdpSocket>,
     media_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     metrics: Arc<SfuMetrics>,
 }
 
@@ -90,6 +97,20 @@ pub struct ServerConfig {
     pub max_participants_per_room: usize,
     /// Where room lifecycle events go (webhooks); none: not collected.
     pub events: Option<tmpsc::UnboundedSender<crate::signal::RoomEvent>>,
+    /// ICE over TCP: where peers reach it (its own listener, or the HTTP port).
+    pub tcp: Option<TcpMode>,
+    pub tcp_limits: TcpLimits,
+    /// Offer the UDP candidate (off only to prove ICE-TCP).
+    pub udp_candidate: bool,
+}
+
+/// Where ICE-TCP connections come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TcpMode {
+    /// A listener of its own on this address.
+    Listen(SocketAddr),
+    /// The HTTP(S) port at this address hands them over ([`SfuHandle::adopt_tcp`]).
+    OnHttp(SocketAddr),
 }
 
 impl SfuHandle {
@@ -103,7 +124,28 @@ impl SfuHandle {
         } else if bound.ip().is_unspecified() {
             public.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         }
+        let announce = |mut a: SocketAddr| {
+            if let Some(ip) = cfg.public_ip {
+                a.set_ip(ip);
+            } else if a.ip().is_unspecified() {
+                a.set_ip(public.ip());
+            }
+            a
+        };
+        let (listener, tcp_public) = match cfg.tcp {
+            None => (None, None),
+            Some(TcpMode::Listen(addr)) => {
+                let l = TcpListener::bind(addr)?;
+                let bound = l.local_addr()?;
+                info!(%bound, announced = %announce(bound), "media TCP listener bound");
+                (Some(l), Some(announce(bound)))
+            }
+            Some(TcpMode::OnHttp(addr)) => (None, Some(announce(addr))),
+        };
+        let tcp = tcp::TcpMedia::new(listener, cfg.tcp_limits.clone())?;
         let mut sfu_cfg = SfuConfig::new(public);
+        sfu_cfg.tcp_addr = tcp_public;
+        sfu_cfg.udp_candidate = cfg.udp_candidate;
         sfu_cfg.silence_timeout = cfg.silence_timeout;
         sfu_cfg.max_participants_per_room = cfg.max_participants_per_room;
         sfu_cfg.room_events = cfg.events.is_some();
@@ -125,18 +167,30 @@ impl SfuHandle {
         let waker_addr = waker.local_addr()?;
         thread::Builder::new()
             .name("aula-media".into())
-            .spawn(move || run(core, socket, rx, waker_addr, events))?;
+            .spawn(move || run(core, socket, tcp, rx, waker_addr, events))?;
         info!(%bound, announced = %public, "media socket bound");
         Ok(SfuHandle {
             tx,
             waker: Arc::new(waker),
             media_addr: public,
+            tcp_addr: tcp_public,
             metrics,
         })
     }
 
     pub fn media_addr(&self) -> SocketAddr {
         self.media_addr
+    }
+
+    /// The ICE-TCP address announced to peers, if ICE-TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Hands the media thread a TCP connection whose first bytes are RFC 4571-framed STUN
+    /// (ICE-TCP on the HTTP port). Nothing of it may have been read yet.
+    pub fn adopt_tcp(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), SfuError> {
+        self.send(Command::AdoptTcp(stream, peer))
     }
 
     pub fn metrics(&self) -> &Arc<SfuMetrics> {
@@ -284,24 +338,22 @@ impl SfuHandle {
 fn run(
     mut core: Sfu,
     socket: UdpSocket,
+    mut tcp: tcp::TcpMedia,
     rx: mpsc::Receiver<Command>,
     waker_addr: SocketAddr,
     events: Option<tmpsc::UnboundedSender<crate::signal::RoomEvent>>,
 ) {
-    let local = match socket.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            error!("media socket has no address: {e}");
-            return;
-        }
-    };
     let mut sinks: HashMap<ParticipantId, tmpsc::UnboundedSender<Signal>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     let mut sender = batch::Sender::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
     let metrics = core.metrics().clone();
     loop {
         loop {
             match rx.try_recv() {
+                Ok(Command::AdoptTcp(stream, peer)) => {
+                    tcp.adopt(Instant::now(), stream, peer, &metrics)
+                }
                 Ok(cmd) => command(&mut core, &mut sinks, cmd),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
@@ -310,38 +362,78 @@ fn run(
                 }
             }
         }
-        core.handle_timeout(Instant::now());
+        let now = Instant::now();
+        core.handle_timeout(now);
+        tcp.sweep(now, &metrics);
         route_signals(&mut core, &mut sinks);
         route_events(&mut core, events.as_ref());
-        sender.flush(&socket, core.transmits(), &metrics);
+        flush(&mut core, &socket, &mut sender, &mut tcp, &metrics);
 
-        let wait = core
-            .next_timeout()
+        let wait = [core.next_timeout(), tcp.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(250));
-        if !batch::wait_readable(&socket, wait) {
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&socket),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        tcp.pollfds(&mut fds);
+        if !batch::wait(&mut fds, wait) {
             continue;
         }
-        // Read what is queued (bounded, so timers and commands are not starved).
-        for _ in 0..64 {
-            match batch::recv(&socket, &mut buf) {
-                Ok(Some((n, source))) => {
-                    if source == waker_addr {
-                        continue;
+        if fds[0].revents != 0 {
+            // Read what is queued (bounded, so timers and commands are not starved).
+            for _ in 0..64 {
+                match batch::recv(&socket, &mut buf) {
+                    Ok(Some((n, source))) => {
+                        if source == waker_addr {
+                            continue;
+                        }
+                        core.handle_datagram(Instant::now(), Protocol::Udp, source, &buf[..n]);
                     }
-                    core.handle_datagram(Instant::now(), source, local, &buf[..n]);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("media socket read failed: {e}");
-                    break;
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("media socket read failed: {e}");
+                        break;
+                    }
                 }
             }
         }
+        if fds.len() > 1 {
+            let now = Instant::now();
+            tcp.service(now, &fds[1..], &metrics, |peer, frame| {
+                core.handle_datagram(now, Protocol::Tcp, peer, frame)
+            });
+        }
         route_signals(&mut core, &mut sinks);
         route_events(&mut core, events.as_ref());
-        sender.flush(&socket, core.transmits(), &metrics);
+        flush(&mut core, &socket, &mut sender, &mut tcp, &metrics);
     }
+}
+
+/// Sends the core's datagrams: UDP ones in `sendmmsg` batches, TCP ones framed onto their
+/// connections.
+fn flush(
+    core: &mut Sfu,
+    socket: &UdpSocket,
+    sender: &mut batch::Sender,
+    tcp: &mut tcp::TcpMedia,
+    metrics: &SfuMetrics,
+) {
+    let udp = core.transmits().filter_map(|d| {
+        if d.proto == Protocol::Tcp {
+            tcp.send(d.destination, &d.contents, metrics);
+            None
+        } else {
+            Some(d)
+        }
+    });
+    sender.flush(socket, udp, metrics);
+    tcp.flush();
 }
 
 fn command(
@@ -413,6 +505,8 @@ fn command(
         Command::Data(room, to, data, reply) => {
             let _ = reply.send(core.send_data(&room, to.as_deref(), &data));
         }
+        // Taken by the run loop, which owns the TCP connections.
+        Command::AdoptTcp(..) => {}
     }
 }
 

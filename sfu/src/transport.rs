@@ -10,7 +10,7 @@ pub use str0m::bwe::{Bitrate, BweKind};
 pub use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 pub use str0m::channel::ChannelId;
 pub use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
-pub use str0m::net::{Protocol, Receive};
+pub use str0m::net::{Protocol, Receive, TcpType};
 pub use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::error::SfuError;
@@ -25,9 +25,15 @@ pub fn init_crypto() {
     });
 }
 
-/// A server-side peer: ICE-lite on the one media address, opus + VP8 + H264 only, TWCC
-/// bandwidth estimation where the SFU sends media.
-pub fn new_peer(now: Instant, local: SocketAddr, kind: PeerKind) -> Result<Rtc, SfuError> {
+/// A server-side peer: ICE-lite on aula's media addresses (the UDP one and, when configured,
+/// a passive TCP one), opus + VP8 + H264 only, TWCC bandwidth estimation where the SFU sends
+/// media.
+pub fn new_peer(
+    now: Instant,
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    kind: PeerKind,
+) -> Result<Rtc, SfuError> {
     init_crypto();
     let mut cfg = Rtc::builder()
         .set_ice_lite(true)
@@ -40,8 +46,20 @@ pub fn new_peer(now: Instant, local: SocketAddr, kind: PeerKind) -> Result<Rtc, 
         cfg = cfg.enable_bwe(Some(Bitrate::kbps(1000)));
     }
     let mut rtc = cfg.build(now);
-    let cand = Candidate::host(local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
-    rtc.add_local_candidate(cand);
+    let bad = |e: str0m::error::IceError| SfuError::Negotiation(e.to_string());
+    if let Some(addr) = udp {
+        rtc.add_local_candidate(Candidate::host(addr, "udp").map_err(bad)?);
+    }
+    if let Some(addr) = tcp {
+        // Passive: the browser connects to us (an ICE-lite server never dials out).
+        let cand = Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Passive)
+            .build()
+            .map_err(bad)?;
+        rtc.add_local_candidate(cand);
+    }
     Ok(rtc)
 }
 

@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: start `aula serve` on free loopback ports, mint tokens
 // with `aula token`, launch Debian's headless Chromium with a fake camera and mic.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, renameSync, copyFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, renameSync, copyFileSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,23 +38,27 @@ export async function startServer(extraEnv = {}, opts = {}) {
     ...extraEnv,
   };
   // opts.cpus: pin the server to these cores (`taskset -c`), apart from the browsers.
-  const [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, AULA, 'serve']] : [AULA, ['serve']];
+  // opts.netns: run it inside this network namespace (`ip netns exec`).
+  let [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, AULA, 'serve']] : [AULA, ['serve']];
+  if (opts.netns) [cmd, args] = ['ip', ['netns', 'exec', opts.netns, cmd, ...args]];
   const proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   proc.stderr.on('data', (d) => { logs += d; });
-  const [base, media] = await new Promise((resolve, reject) => {
+  const [base, media, tcpMedia] = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`aula did not start:\n${out}\n${logs}`)), 30_000);
     proc.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/aula listening http=(\S+) media=(\S+)/);
-      if (m) { clearTimeout(timer); resolve([m[1], m[2]]); }
+      const m = out.match(/aula listening http=(\S+) media=(\S+)(?: tcp_media=(\S+))?/);
+      if (m) { clearTimeout(timer); resolve([m[1], m[2], m[3]]); }
     });
     proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`aula exited ${code}:\n${logs}`)); });
   });
   return {
     base,
     media,
+    // The ICE-TCP address ('off' when media.tcp is false).
+    tcpMedia,
     dir,
     proc,
     env,
@@ -324,4 +328,33 @@ export async function roomSocket(base, room, token, query = '') {
   c.close = () => ws.close();
   await c.next((m) => m.type === 'chat_synced', 10_000, 'chat_synced');
   return c;
+}
+
+// A throwaway CA in `dir` and a leaf for 127.0.0.1 signed by it (`name` picks the files), for
+// HTTPS tests; Chromium trusts it through `--ignore-certificate-errors-spki-list=${spki}`.
+export function makeCert(dir, name) {
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=aula test CA ${name}`, '-keyout', `${name}-ca.key`, '-out', `${name}-ca.pem`);
+  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
+  writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}-ca.pem`, '-CAkey', `${name}-ca.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
+  const spki = execFileSync('sh', ['-c', `openssl x509 -in ${name}.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { cwd: dir }).toString().trim();
+  return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`), ca: readFileSync(join(dir, `${name}-ca.pem`)), spki };
+}
+
+// A network namespace joined to this one by a veth pair: `inside` is its one address (besides
+// its own loopback), `outside` this side's. Removed by `remove()`.
+export function netnsPair(name, subnet = '10.201.0') {
+  const sh = (cmd) => execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [a, b] = [`${name}-a`.slice(0, 15), `${name}-b`.slice(0, 15)];
+  sh(`ip netns add ${name}`);
+  sh(`ip link add ${a} type veth peer name ${b} && ip link set ${b} netns ${name}`);
+  sh(`ip addr add ${subnet}.1/24 dev ${a} && ip link set ${a} up`);
+  sh(`ip netns exec ${name} sh -c 'ip addr add ${subnet}.2/24 dev ${b} && ip link set ${b} up && ip link set lo up'`);
+  return {
+    name,
+    inside: `${subnet}.2`,
+    outside: `${subnet}.1`,
+    remove() { try { sh(`ip link del ${a}`); } catch {} try { sh(`ip netns del ${name}`); } catch {} },
+  };
 }

@@ -9,23 +9,10 @@ import { mkdtempSync, rmSync, readFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import https from 'node:https';
-import { startServer, launchBrowser, waitFor, tileFrames } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, tileFrames, makeCert as makeCertIn } from './helpers.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'aula-tls-'));
-const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-
-// A CA, and a leaf for 127.0.0.1 signed by it (`name` picks the files).
-function makeCert(name) {
-  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=aula test CA ${name}`, '-keyout', `${name}-ca.key`, '-out', `${name}-ca.pem`);
-  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
-  require_ext(name);
-  ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}-ca.pem`, '-CAkey', `${name}-ca.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
-  const spki = execFileSync('sh', ['-c', `openssl x509 -in ${name}.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { cwd: dir }).toString().trim();
-  return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`), ca: readFileSync(join(dir, `${name}-ca.pem`)), spki };
-}
-function require_ext(name) {
-  execFileSync('sh', ['-c', `printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ${name}.ext`], { cwd: dir });
-}
+const makeCert = (name) => makeCertIn(dir, name);
 
 // The certificate the server presents on a new connection: its issuer's CN.
 function presentedIssuer(base, ca) {

@@ -34,20 +34,22 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Waits until the socket is readable or `timeout` passes. Returns whether it is readable.
-pub fn wait_readable(socket: &UdpSocket, timeout: Duration) -> bool {
-    let mut fds = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// Waits until one of `fds` is ready or `timeout` passes. Returns whether one is.
+pub fn wait(fds: &mut [libc::pollfd], timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(60) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
-    let n = unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
-    n > 0 && (fds.revents & libc::POLLIN) != 0
+    // SAFETY: `fds` is a valid slice of pollfds, a valid timespec, no signal mask.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    n > 0
 }
 
 /// Non-blocking receive: `Ok(None)` when nothing is queued.
@@ -110,7 +112,7 @@ impl Sender {
     pub fn flush(
         &mut self,
         socket: &UdpSocket,
-        datagrams: std::vec::Drain<'_, Datagram>,
+        datagrams: impl Iterator<Item = Datagram>,
         metrics: &SfuMetrics,
     ) {
         let mut pending = std::mem::take(&mut self.pending);
@@ -256,6 +258,7 @@ mod tests {
         let mut contents = vec![tag; len];
         contents[0] = tag;
         Datagram {
+            proto: crate::transport::Protocol::Udp,
             destination: to,
             contents,
         }

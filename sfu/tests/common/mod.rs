@@ -254,7 +254,7 @@ impl World {
                     moved = true;
                     let c = &self.clients[i];
                     if dest == self.server && c.online && !c.old_addrs.contains(&src) {
-                        self.sfu.handle_datagram(now, src, self.server, &bytes);
+                        self.sfu.handle_datagram(now, Protocol::Udp, src, &bytes);
                     }
                 }
             }
@@ -505,8 +505,8 @@ impl Rng {
 impl World {
     /// Sends one datagram to the SFU as if from `from`.
     pub fn inject(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let (now, server) = (self.now, self.server);
-        self.sfu.handle_datagram(now, from, server, bytes);
+        let now = self.now;
+        self.sfu.handle_datagram(now, Protocol::Udp, from, bytes);
     }
 
     /// A fresh client's publish offer, as SDP text (for mutation tests).

@@ -1,0 +1,163 @@
+// Issue 15: ICE over TCP for networks that block UDP. The server announces a passive TCP host
+// candidate beside its UDP one (on by default); with `media.udp_candidate = false` (a test
+// setting: the UDP candidate is left out, as if UDP never got through) Chromium can only use
+// TCP, and the pages must still decode. Then the same over the HTTPS port itself
+// (`media.tcp_on_http`), and the TCP media listener under garbage, half frames and a flood of
+// idle connections.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, makeCert } from './helpers.mjs';
+
+let browser;
+const certDir = mkdtempSync(join(tmpdir(), 'aula-tls-tcp-'));
+const cert = makeCert(certDir, 'tcp');
+before(async () => { browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${cert.spki}`]); });
+after(async () => { await browser?.close(); rmSync(certDir, { recursive: true, force: true }); });
+
+// The protocol of each page's selected candidate pair (its local candidate), e.g. 'tcp'.
+const selectedProtocol = (page, key) => page.evaluate(async (key) => {
+  const stats = await window[key].pc.getStats();
+  let pair;
+  stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+  return pair ? stats.get(pair.localCandidateId)?.protocol : null;
+}, key);
+
+// Two room pages decode each other; returns the pages.
+async function twoInARoom(server, room) {
+  const pages = [];
+  for (const n of ['ana', 'ben']) {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/room/${room}?token=${server.token(room, n)}`);
+    pages.push(page);
+  }
+  for (const [i, page] of pages.entries()) {
+    await waitFor(async () => Object.values(await tileFrames(page)).some((t) => t.frames > 30), 30_000, `page ${i} decoding over TCP`);
+  }
+  return pages;
+}
+
+test('the default answer offers a passive TCP candidate beside the UDP one', async () => {
+  const server = await startServer();
+  try {
+    assert.notEqual(server.tcpMedia, 'off', 'ICE-TCP is on by default');
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/room/both?token=${server.token('both', 'ana')}`);
+    const sdp = await waitFor(() => page.evaluate(() => window.aulaRoom?.pc.remoteDescription?.sdp), 15_000, 'answer');
+    const port = server.tcpMedia.split(':').pop();
+    assert.match(sdp, new RegExp(`a=candidate:\\S+ 1 tcp \\d+ 127\\.0\\.0\\.1 ${port} typ host tcptype passive`));
+    assert.match(sdp, /a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 \d+ typ host/);
+    await page.context().close();
+  } finally { await server.stop(); }
+});
+
+test('with no UDP candidate, room pages and WHIP -> WHEP decode over ICE-TCP on its own port', async () => {
+  const server = await startServer({ AULA_MEDIA__UDP_CANDIDATE: 'false', AULA_HLS__AUTO_EGRESS: 'false' });
+  const pages = [];
+  try {
+    pages.push(...await twoInARoom(server, 'tcp'));
+    for (const p of pages) assert.equal(await selectedProtocol(p, 'aulaRoom'), 'tcp');
+    // Frames keep coming (the path holds, not only its first keyframe).
+    const a = await tileFrames(pages[1]);
+    await waitFor(async () => Object.entries(await tileFrames(pages[1])).some(([k, v]) => v.frames > a[k].frames + 60), 30_000, 'keeps decoding');
+    const room = 'tcpcast';
+    const pub = await (await browser.newContext()).newPage();
+    pages.push(pub);
+    await pub.goto(`${server.base}/broadcast/${room}?width=640&token=${server.token(room, 'creator', ['--publish'])}`);
+    await waitFor(() => pub.evaluate(() => !!document.querySelector('#preview').videoWidth), 15_000, 'camera preview');
+    await pub.click('#golive');
+    await waitFor(() => pub.evaluate(() => window.aulaBroadcast.status === 'live' || window.aulaBroadcast.error), 20_000, 'live');
+    const viewer = await (await browser.newContext()).newPage();
+    pages.push(viewer);
+    await viewer.goto(`${server.base}/live/${room}?token=${server.token(room, 'viewer', [])}`);
+    await waitFor(() => viewer.evaluate(() => window.aulaLive.video?.getVideoPlaybackQuality().totalVideoFrames > 30), 30_000, 'WHEP viewer decoding over TCP');
+    assert.equal(await selectedProtocol(pub, 'aulaBroadcast'), 'tcp');
+    assert.equal(await selectedProtocol(viewer, 'aulaLive'), 'tcp');
+    const m = await (await fetch(`${server.base}/metrics`)).text();
+    assert.match(m, /aula_sfu_tcp_connections [1-9]/);
+  } finally {
+    for (const p of pages) await p.context().close();
+    await server.stop();
+  }
+});
+
+test('ICE-TCP on the HTTPS port: one port carries the pages, signaling and media', async () => {
+  const server = await startServer({
+    AULA_HTTP__TLS_CERT: cert.cert, AULA_HTTP__TLS_KEY: cert.key,
+    AULA_MEDIA__TCP_ON_HTTP: 'true', AULA_MEDIA__UDP_CANDIDATE: 'false', AULA_HLS__AUTO_EGRESS: 'false',
+  });
+  const pages = [];
+  try {
+    assert.equal(`https://${server.tcpMedia}`, server.base, 'the TCP candidate is the HTTPS address');
+    pages.push(...await twoInARoom(server, 'oneport'));
+    for (const p of pages) assert.equal(await selectedProtocol(p, 'aulaRoom'), 'tcp');
+    const sdp = await pages[0].evaluate(() => window.aulaRoom.pc.remoteDescription.sdp);
+    assert.doesNotMatch(sdp, / udp /, 'no UDP candidate');
+  } finally {
+    for (const p of pages) await p.context().close();
+    await server.stop();
+  }
+});
+
+// A TCP connection to the media port from `from`; resolves when the server closes it (or
+// `ms` passes).
+function connectAndWait(port, from, send, ms) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    const t0 = Date.now();
+    let done = false;
+    const end = (how) => { if (!done) { done = true; clearTimeout(timer); s.destroy(); resolve({ how, after: Date.now() - t0 }); } };
+    const timer = setTimeout(() => end('still open'), ms);
+    s.on('connect', () => { if (send) s.write(send); });
+    s.on('close', () => end('closed'));
+    s.on('error', () => end('closed'));
+  });
+}
+
+const metric = async (server, name) => Number((await (await fetch(`${server.base}/metrics`)).text()).match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1]);
+
+test('the TCP media listener closes garbage, half frames and idle floods while rooms connect', async () => {
+  const server = await startServer({ AULA_MEDIA__UDP_CANDIDATE: 'false', AULA_HLS__AUTO_EGRESS: 'false' });
+  const port = Number(server.tcpMedia.split(':').pop());
+  const sockets = [];
+  const pages = [];
+  try {
+    // 1,000 idle connections from one address (127.0.0.2; the browsers connect from
+    // 127.0.0.1): at most 16 without an accepted frame are kept per address, the rest closed
+    // at once.
+    let closed = 0;
+    for (let i = 0; i < 1000; i++) {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      s.on('error', () => {});
+      s.on('close', () => { closed += 1; });
+      sockets.push(s);
+    }
+    await waitFor(() => closed >= 984, 15_000, `all but 16 idle connections refused (${closed} closed)`);
+    // Garbage, an out-of-range length and half a frame from a third address, at the same time
+    // as two room pages join over ICE-TCP.
+    const abuse = Promise.all([
+      connectAndWait(port, '127.0.0.3', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), 10_000),
+      connectAndWait(port, '127.0.0.3', Buffer.from([0xff, 0xff, 1, 2, 3]), 10_000),
+      connectAndWait(port, '127.0.0.3', Buffer.from([0x00, 0x40, 0x00, 0x01]), 15_000),
+    ]);
+    pages.push(...await twoInARoom(server, 'flooded'));
+    const [garbage, range, half] = await abuse;
+    assert.equal(garbage.how, 'closed', 'garbage (its first frame is for no participant) closed');
+    assert.equal(range.how, 'closed', 'a frame length over the limit closed');
+    assert.equal(half.how, 'closed', 'half a frame closed');
+    assert.ok(half.after >= 4000, `half a frame held until the first-frame deadline (${half.after} ms)`);
+    // The held idle ones go at the deadline; only the two pages' connections stay.
+    await waitFor(() => closed === 1000, 15_000, `the held idle connections closed at the deadline (${closed})`);
+    await waitFor(async () => (await metric(server, 'aula_sfu_tcp_connections')) === 2, 10_000, 'two connections left');
+    assert.ok(await metric(server, 'aula_sfu_tcp_refused_total') >= 1000);
+    const a = await tileFrames(pages[0]);
+    await waitFor(async () => Object.entries(await tileFrames(pages[0])).some(([k, v]) => v.frames > a[k].frames + 30), 20_000, 'still decoding after the flood');
+  } finally {
+    for (const s of sockets) s.destroy();
+    for (const p of pages) await p.context().close();
+    await server.stop();
+  }
+});
