@@ -10,7 +10,8 @@ import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, waitFor, sleep, tileFrames, makeCert } from './helpers.mjs';
+import { execFileSync } from 'node:child_process';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, makeCert, netnsPair } from './helpers.mjs';
 
 let browser;
 const certDir = mkdtempSync(join(tmpdir(), 'aula-tls-tcp-'));
@@ -161,3 +162,52 @@ test('the TCP media listener closes garbage, half frames and idle floods while r
     await server.stop();
   }
 });
+
+test('under TCP back-pressure a viewer moves to a lower layer and keeps decoding', async (t) => {
+  // The server in a network namespace of its own, reached over a veth pair whose server side
+  // is then slowed with a token bucket (`tc tbf`; netem is not available here).
+  const ns = netnsPair(`aulatcp${process.pid % 10000}`, '10.202.0');
+  const dev = `${ns.name}-b`.slice(0, 15);
+  const shape = (args) => execFileSync('ip', ['netns', 'exec', ns.name, 'tc', 'qdisc', ...args, 'dev', dev, 'root', ...(args[0] === 'del' ? [] : ['tbf', 'rate', '350kbit', 'burst', '16kbit', 'latency', '300ms'])]);
+  const server = await startServer({
+    AULA_HTTP__BIND: `${ns.inside}:0`, AULA_MEDIA__BIND: `${ns.inside}:0`,
+    AULA_MEDIA__UDP_CANDIDATE: 'false', AULA_HLS__AUTO_EGRESS: 'false',
+  }, { netns: ns.name });
+  const b = await launchBrowser([`--unsafely-treat-insecure-origin-as-secure=${server.base}`]);
+  try {
+    const pub = await (await b.newContext()).newPage();
+    await pub.goto(`${server.base}/room/squeeze?token=${server.token('squeeze', 'tutor')}`);
+    const viewer = await (await b.newContext()).newPage();
+    await viewer.goto(`${server.base}/room/squeeze?token=${server.token('squeeze', 'student', [])}`);
+    const width = async () => Object.values(await tileFrames(viewer))[0] ?? { frames: 0, width: 0 };
+    // Unshaped: the viewer gets a layer above the quarter one (320 px of the 1280 px camera).
+    await waitFor(async () => (await width()).width > 320, 45_000, 'the viewer on an upper layer');
+    const before = (await width()).width;
+    shape(['add']);
+    const t0 = Date.now();
+    // 350 kbit/s from the server: only the quarter layer (150 kbit/s) fits; the viewer is moved
+    // down to it and keeps decoding, rather than its packets queueing for seconds.
+    const low = await waitFor(async () => { const w = await width(); return w.width > 0 && w.width <= 320 && w; }, 60_000, 'the viewer moved to the quarter layer');
+    // The publisher still sends its upper layers (its own path is not the slow one): the move
+    // was the SFU's choice for this viewer, not a layer going away.
+    const sent = () => pub.evaluate(async () => {
+      const out = {};
+      (await window.aulaRoom.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') out[s.rid] = s.framesSent; });
+      return out;
+    });
+    const s0 = await sent();
+    await waitFor(async () => (await width()).frames > low.frames + 60, 30_000, 'the viewer keeps decoding on the low layer');
+    const s1 = await sent();
+    assert.ok(s1.h > s0.h + 30, `the publisher keeps sending its half layer (${JSON.stringify(s0)} -> ${JSON.stringify(s1)})`);
+    assert.ok((await width()).width <= 320, 'the viewer stays low while the path is slow');
+    const m = await (await fetch(`${server.base}/metrics`)).text();
+    assert.match(m, /aula_sfu_tcp_connections [1-9]/);
+    t.diagnostic(`back-pressure: ${before} px -> ${low.width} px ${((Date.now() - t0) / 1000).toFixed(1)} s after shaping; ${m.match(/aula_sfu_tcp_send_dropped_total \d+/)[0]}`);
+  } finally {
+    try { shape(['del']); } catch {}
+    await b.close();
+    await server.stop();
+    ns.remove();
+  }
+});
+

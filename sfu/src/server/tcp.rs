@@ -52,6 +52,9 @@ impl Default for TcpLimits {
 /// handshake records are fragmented to it too. The length field itself allows 65,535.
 pub const MAX_FRAME: usize = 4096;
 
+/// `SO_SNDBUF` of a media TCP connection (the kernel doubles it for its bookkeeping).
+const KERNEL_SEND_BUFFER: usize = 64 * 1024;
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
@@ -240,6 +243,9 @@ impl TcpMedia {
             return;
         }
         let _ = stream.set_nodelay(true);
+        // A small kernel send buffer: back-pressure shows in `wbuf` (and drops) within a few
+        // hundred milliseconds, not after the megabytes autotuning would let queue.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(KERNEL_SEND_BUFFER);
         if let Some(&old) = self.by_peer.get(&peer) {
             // A stale entry for a reused address: the old connection is gone.
             self.conns[old].closing = Some("replaced");
