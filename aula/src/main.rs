@@ -239,19 +239,20 @@ fn serve(cfg: Config) -> Result<()> {
             }
         });
         let tcp_media = sfu.tcp_addr().map_or("off".to_string(), |a| a.to_string());
-        info!(%http, media = %sfu.media_addr(), %tcp_media, scheme, "aula serving");
-        // One line a script can parse to find the ports (tests bind port 0).
-        println!(
+        // Printed once everything below has started: a script that waits for the line (tests
+        // bind port 0) must not see it from a server about to fail on its storage.
+        let mut banner = vec![format!(
             "aula listening http={scheme}://{http} media={} tcp_media={tcp_media}",
             sfu.media_addr()
-        );
+        )];
+        let serving = (http, sfu.media_addr(), tcp_media);
         if dev {
-            println!(
+            banner.push(format!(
                 "development API key {} secret {} (kept in {})",
                 cfg.auth.api_key,
                 secret,
                 cfg.storage.dir.join("dev-secret").display()
-            );
+            ));
             let t = keys.mint(
                 "tutor",
                 "demo",
@@ -263,8 +264,8 @@ fn serve(cfg: Config) -> Result<()> {
                 },
                 Duration::from_secs(6 * 3600),
             );
-            println!("try: {scheme}://{http}/room/demo?token={t}");
-            println!("     {scheme}://{http}/broadcast/demo?token={t}");
+            banner.push(format!("try: {scheme}://{http}/room/demo?token={t}"));
+            banner.push(format!("     {scheme}://{http}/broadcast/demo?token={t}"));
         }
         let store = cfg.store().await?;
         info!(storage = %store.describe(), "HLS storage");
@@ -330,6 +331,11 @@ fn serve(cfg: Config) -> Result<()> {
             max_pending_per_ip: cfg.http.max_pending_per_ip.max(1),
         };
         let media_on_http = cfg.media.tcp_on_http.then(|| sfu_for_http.clone());
+        let (http, media, tcp_media) = serving;
+        info!(%http, %media, %tcp_media, scheme, "aula serving");
+        for line in banner {
+            println!("{line}");
+        }
         let server = tokio::spawn(http_serve::serve(
             listener,
             app,

@@ -267,3 +267,29 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(out.status.success(), "exit {:?}: {log}", out.status);
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// A server that cannot open its storage says why and exits, without first printing the
+/// "aula listening" line scripts and tests wait for.
+#[test]
+fn serve_announces_itself_only_once_its_storage_is_open() {
+    let dir = tempdir("nostorage");
+    let out = aula()
+        .current_dir(&dir)
+        .env("AULA_HTTP__BIND", "127.0.0.1:0")
+        .env("AULA_MEDIA__BIND", "127.0.0.1:0")
+        .env("AULA_STORAGE__DIR", &dir)
+        .env("AULA_STORAGE__BACKEND", "s3")
+        // Nothing listens on port 1.
+        .env("AULA_STORAGE__S3__ENDPOINT", "http://127.0.0.1:1")
+        .env("AULA_STORAGE__S3__ACCESS_KEY_ID", "a")
+        .env("AULA_STORAGE__S3__SECRET_ACCESS_KEY", "b")
+        .env("AULA_STORAGE__S3__CREATE_BUCKET", "true")
+        .arg("serve")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("aula listening"), "{stdout}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("bucket"), "{log}");
+}

@@ -29,17 +29,17 @@ export async function startServer(extraEnv = {}, opts = {}) {
   // for the whole run and copied in, as a server finds its own on a second start;
   // opts.calibrate leaves it out, so the server measures at start (the first-start path).
   if (!opts.calibrate) seedCalibration(dir);
+  // opts.config: an aula.toml that says where to bind and store (nothing set here but the log).
   const env = {
     ...process.env,
-    AULA_HTTP__BIND: '127.0.0.1:0',
-    AULA_MEDIA__BIND: '127.0.0.1:0',
-    AULA_STORAGE__DIR: dir,
+    ...(opts.config ? {} : { AULA_HTTP__BIND: '127.0.0.1:0', AULA_MEDIA__BIND: '127.0.0.1:0', AULA_STORAGE__DIR: dir }),
     RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn',
     ...extraEnv,
   };
+  const global = opts.config ? ['--config', opts.config] : [];
   // opts.cpus: pin the server to these cores (`taskset -c`), apart from the browsers.
   // opts.netns: run it inside this network namespace (`ip netns exec`).
-  let [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, AULA, 'serve']] : [AULA, ['serve']];
+  let [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, AULA, ...global, 'serve']] : [AULA, [...global, 'serve']];
   if (opts.netns) [cmd, args] = ['ip', ['netns', 'exec', opts.netns, cmd, ...args]];
   const proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
@@ -64,7 +64,7 @@ export async function startServer(extraEnv = {}, opts = {}) {
     env,
     logs: () => logs,
     token(room, identity, flags = ['--publish', '--publish-data'], ttl = '1h') {
-      return execFileSync(AULA, ['token', '--room', room, '--identity', identity, '--ttl', ttl, ...flags], { env })
+      return execFileSync(AULA, [...global, 'token', '--room', room, '--identity', identity, '--ttl', ttl, ...flags], { env })
         .toString().trim();
     },
     async stop() {
@@ -330,13 +330,13 @@ export async function roomSocket(base, room, token, query = '') {
   return c;
 }
 
-// A throwaway CA in `dir` and a leaf for 127.0.0.1 signed by it (`name` picks the files), for
+// A throwaway CA in `dir` and a leaf for `ip` signed by it (`name` picks the files), for
 // HTTPS tests; Chromium trusts it through `--ignore-certificate-errors-spki-list=${spki}`.
-export function makeCert(dir, name) {
+export function makeCert(dir, name, ip = '127.0.0.1') {
   const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=aula test CA ${name}`, '-keyout', `${name}-ca.key`, '-out', `${name}-ca.pem`);
-  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
-  writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${ip}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`);
   ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}-ca.pem`, '-CAkey', `${name}-ca.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
   const spki = execFileSync('sh', ['-c', `openssl x509 -in ${name}.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { cwd: dir }).toString().trim();
   return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`), ca: readFileSync(join(dir, `${name}-ca.pem`)), spki };
