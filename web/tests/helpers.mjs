@@ -343,8 +343,11 @@ export function makeCert(dir, name, ip = '127.0.0.1') {
 }
 
 // A network namespace joined to this one by a veth pair: `inside` is its one address (besides
-// its own loopback), `outside` this side's. Removed by `remove()`.
-export function netnsPair(name, subnet = '10.201.0') {
+// its own loopback), `outside` this side's. Removed by `remove()`. The /24 is 10.{net}.{pid}:
+// two runs at once (a developer's beside a rehearsal) get different ones, where a shared
+// subnet would route one run's traffic into the other's namespace.
+export function netnsPair(name, net = 201) {
+  const subnet = `10.${net}.${process.pid % 250}`;
   const sh = (cmd) => execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
   const [a, b] = [`${name}-a`.slice(0, 15), `${name}-b`.slice(0, 15)];
   sh(`ip netns add ${name}`);

@@ -166,7 +166,7 @@ test('the TCP media listener closes garbage, half frames and idle floods while r
 test('under TCP back-pressure a viewer moves to a lower layer and keeps decoding', async (t) => {
   // The server in a network namespace of its own, reached over a veth pair whose server side
   // is then slowed with a token bucket (`tc tbf`; netem is not available here).
-  const ns = netnsPair(`aulatcp${process.pid % 10000}`, '10.202.0');
+  const ns = netnsPair(`aulatcp${process.pid % 10000}`, 202);
   const dev = `${ns.name}-b`.slice(0, 15);
   const shape = (args) => execFileSync('ip', ['netns', 'exec', ns.name, 'tc', 'qdisc', ...args, 'dev', dev, 'root', ...(args[0] === 'del' ? [] : ['tbf', 'rate', '350kbit', 'burst', '16kbit', 'latency', '300ms'])]);
   const server = await startServer({
