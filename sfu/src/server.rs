@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -135,7 +135,7 @@ impl SfuHandle {
         let (listener, tcp_public) = match cfg.tcp {
             None => (None, None),
             Some(TcpMode::Listen(addr)) => {
-                let l = TcpListener::bind(addr)?;
+                let l = tcp::listen(addr)?;
                 let bound = l.local_addr()?;
                 info!(%bound, announced = %announce(bound), "media TCP listener bound");
                 (Some(l), Some(announce(bound)))

@@ -55,6 +55,23 @@ pub const MAX_FRAME: usize = 4096;
 /// `SO_SNDBUF` of a media TCP connection (the kernel doubles it for its bookkeeping).
 const KERNEL_SEND_BUFFER: usize = 64 * 1024;
 
+/// Listen backlog: a burst of connections waits in the kernel rather than being answered with
+/// SYN cookies and dropped (std's default is 128) while the media thread takes 64 per wake-up.
+const BACKLOG: i32 = 1024;
+
+/// The media TCP listener, with room in its accept queue for bursts.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
@@ -371,7 +388,7 @@ mod tests {
     use std::io::{Read, Write};
 
     fn media(limits: TcpLimits) -> (TcpMedia, SocketAddr) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         (TcpMedia::new(Some(l), limits).unwrap(), addr)
     }
