@@ -7,6 +7,10 @@
 // unit's ExecStartPre); step 5's ExecStart runs (this machine has no systemd as init to run
 // the unit itself); step 7's tokens come from `aula token` with the same key. Two Chromium
 // room pages on https://{public_ip}/ then decode each other.
+//
+// Not in the test command (`tests/*.test.mjs`): it failed 2 of about 12 runs, with one page stuck
+// before its camera and signaling came up and the other's signaling dropped and resumed; the
+// cause is not found yet. Run it by hand: `cd web && node --test tests/deploy_check.mjs`.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
