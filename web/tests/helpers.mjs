@@ -361,3 +361,16 @@ export function netnsPair(name, net = 201) {
     remove() { try { sh(`ip link del ${a}`); } catch {} try { sh(`ip netns del ${name}`); } catch {} },
   };
 }
+
+// The local candidate of a page's selected ICE pair (`key`: the page's window object, e.g.
+// 'aulaRoom'): { candidateType, protocol, relayProtocol }, or null before one is selected.
+export function selectedLocalCandidate(page, key) {
+  return page.evaluate(async (key) => {
+    const stats = await window[key].pc.getStats();
+    let pair;
+    stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+    const c = pair && stats.get(pair.localCandidateId);
+    return c ? { candidateType: c.candidateType, protocol: c.protocol, relayProtocol: c.relayProtocol } : null;
+  }, key);
+}
+

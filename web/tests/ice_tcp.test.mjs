@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { startServer, launchBrowser, waitFor, sleep, tileFrames, makeCert, netnsPair } from './helpers.mjs';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, makeCert, netnsPair, selectedLocalCandidate } from './helpers.mjs';
 
 let browser;
 const certDir = mkdtempSync(join(tmpdir(), 'aula-tls-tcp-'));
@@ -19,13 +19,8 @@ const cert = makeCert(certDir, 'tcp');
 before(async () => { browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${cert.spki}`]); });
 after(async () => { await browser?.close(); rmSync(certDir, { recursive: true, force: true }); });
 
-// The protocol of each page's selected candidate pair (its local candidate), e.g. 'tcp'.
-const selectedProtocol = (page, key) => page.evaluate(async (key) => {
-  const stats = await window[key].pc.getStats();
-  let pair;
-  stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
-  return pair ? stats.get(pair.localCandidateId)?.protocol : null;
-}, key);
+// The protocol of a page's selected candidate pair (its local candidate), e.g. 'tcp'.
+const selectedProtocol = async (page, key) => (await selectedLocalCandidate(page, key))?.protocol ?? null;
 
 // Two room pages decode each other; returns the pages.
 async function twoInARoom(server, room) {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { OPUS_OFFER, startServer, launchBrowser, waitFor, tileFrames, makeCert } from './helpers.mjs';
+import { OPUS_OFFER, startServer, launchBrowser, waitFor, tileFrames, makeCert, selectedLocalCandidate } from './helpers.mjs';
 
 const SECRET = 'turn-test-secret-0123456789';
 let server, browser, turn, port, tlsPort, cert, dir;
@@ -70,13 +70,7 @@ test('two relay-only room pages meet through coturn with credentials aula minted
   for (const page of pages) {
     await waitFor(async () => { const v = Object.values(await tileFrames(page)); return v.length === 1 && v[0].frames > 20; }, 40_000, 'decoding through the relay');
     // Every candidate pair that carried media was a relayed one.
-    const local = await page.evaluate(async () => {
-      const stats = await window.aulaRoom.pc.getStats();
-      let pair;
-      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
-      return pair ? stats.get(pair.localCandidateId)?.candidateType : null;
-    });
-    assert.equal(local, 'relay');
+    assert.equal((await selectedLocalCandidate(page, 'aulaRoom'))?.candidateType, 'relay');
   }
   const joined = await pages[0].evaluate(() => window.aulaRoom.pc.getConfiguration().iceServers);
   assert.match(joined[0].username, /^\d+:ana$/);
@@ -131,13 +125,7 @@ test('a relay-only /broadcast page and a relay-only /live viewer meet through co
   await viewer.goto(`${server.base}/live/${room}?ice=relay&token=${server.token(room, 'viewer', [])}`);
   await waitFor(() => viewer.evaluate(() => { const v = window.aulaLive.video; return v && v.getVideoPlaybackQuality().totalVideoFrames > 20; }), 40_000, 'the viewer decodes through the relay');
   for (const [page, pc] of [[pub, 'aulaBroadcast'], [viewer, 'aulaLive']]) {
-    const local = await page.evaluate(async (name) => {
-      const stats = await window[name].pc.getStats();
-      let pair;
-      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
-      return pair ? stats.get(pair.localCandidateId)?.candidateType : null;
-    }, pc);
-    assert.equal(local, 'relay', `${pc} media goes through the relay`);
+    assert.equal((await selectedLocalCandidate(page, pc))?.candidateType, 'relay', `${pc} media goes through the relay`);
   }
   // The endpoint the pages ask, with credentials for the token's identity.
   const r = await fetch(`${server.base}/api/rooms/${room}/ice-servers`, { headers: { Authorization: `Bearer ${server.token(room, 'viewer', [])}` } });
@@ -158,14 +146,8 @@ test('turns: only (TURN over TLS, as on networks that allow nothing but 443): re
     }
     for (const page of pages) {
       await waitFor(async () => { const v = Object.values(await tileFrames(page)); return v.length === 1 && v[0].frames > 20; }, 40_000, 'decoding through the TLS relay');
-      const local = await page.evaluate(async () => {
-        const stats = await window.aulaRoom.pc.getStats();
-        let pair;
-        stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
-        const c = pair && stats.get(pair.localCandidateId);
-        return c ? `${c.candidateType}/${c.relayProtocol}` : null;
-      });
-      assert.equal(local, 'relay/tls', 'media goes through the relay over TLS');
+      const c = await selectedLocalCandidate(page, 'aulaRoom');
+      assert.equal(c && `${c.candidateType}/${c.relayProtocol}`, 'relay/tls', 'media goes through the relay over TLS');
       assert.deepEqual((await page.evaluate(() => window.aulaRoom.pc.getConfiguration().iceServers)).map((s) => s.urls).flat(), [turns]);
     }
     // coturn checks the credential on the TLS listener too.
