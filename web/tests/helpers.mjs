@@ -352,8 +352,17 @@ export function netnsPair(name, net = 201) {
   const [a, b] = [`${name}-a`.slice(0, 15), `${name}-b`.slice(0, 15)];
   sh(`ip netns add ${name}`);
   sh(`ip link add ${a} type veth peer name ${b} && ip link set ${b} netns ${name}`);
+  // No IPv6 on the pair: its link-local addresses would appear a second or two later (after
+  // duplicate address detection), and Chromium takes any address change on the machine for
+  // a network change: it aborts requests in flight (net::ERR_NETWORK_CHANGED) and drops
+  // connections, so a page could lose a module load or its signaling at a random moment.
+  sh(`sysctl -qw net.ipv6.conf.${a}.disable_ipv6=1`);
+  sh(`ip netns exec ${name} sysctl -qw net.ipv6.conf.${b}.disable_ipv6=1`);
   sh(`ip addr add ${subnet}.1/24 dev ${a} && ip link set ${a} up`);
   sh(`ip netns exec ${name} sh -c 'ip addr add ${subnet}.2/24 dev ${b} && ip link set ${b} up && ip link set lo up'`);
+  // Settled before anyone uses it: the host side reports its carrier once the peer is up.
+  const deadline = Date.now() + 5000;
+  while (!/state UP/.test(sh(`ip -o link show ${a}`).toString()) && Date.now() < deadline) execFileSync('sleep', ['0.05']);
   return {
     name,
     inside: `${subnet}.2`,

@@ -8,9 +8,11 @@
 // the unit itself); step 7's tokens come from `aula token` with the same key. Two Chromium
 // room pages on https://{public_ip}/ then decode each other.
 //
-// Not in the test command (`tests/*.test.mjs`): it failed 2 of about 12 runs, with one page stuck
-// before its camera and signaling came up and the other's signaling dropped and resumed; the
-// cause is not found yet. Run it by hand: `cd web && node --test tests/deploy_check.mjs`.
+// It once failed 2 of about 12 runs: one page stuck before its camera and signaling, the other's
+// signaling dropped and resumed. Chromium had aborted them with net::ERR_NETWORK_CHANGED, as it
+// does on any address change on the machine: the veth pair's IPv6 addresses appearing after
+// setup (`netnsPair` now makes pairs without IPv6), or another test's pair. A failure prints
+// what each page did and keeps the server's log.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -69,7 +71,7 @@ before(async () => {
   assert.ok(shown.includes(`public_ip = "${ns.inside}"`), shown);
   assert.doesNotMatch(shown, /deploy-test-api-secret/, 'secrets are not printed');
   // Step 5: the unit's ExecStart.
-  server = await startServer(secrets, { config, netns: ns.name, dir: lib });
+  server = await startServer({ RUST_LOG: process.env.RUST_LOG || 'info,aula=debug,signaling=debug,str0m=warn', ...secrets }, { config, netns: ns.name, dir: lib });
   base = `https://${ns.inside}`;
   browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${cert.spki}`]);
 });
@@ -79,16 +81,49 @@ after(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
+// What a page had done when it did not decode: its status and log lines, the requests it
+// made (with the protocol each used) and any that failed, and its console.
+async function pageState(page, events) {
+  const state = await page.evaluate(() => ({
+    status: document.querySelector('#status')?.textContent,
+    room: document.querySelector('#room-name')?.textContent,
+    log: document.querySelector('#log')?.textContent?.slice(-3000),
+    joined: !!window.aulaRoom,
+    ice: window.aulaRoom?.iceStates,
+    resources: performance.getEntriesByType('resource').map((e) => `${e.name.replace(/\?.*/, '')} ${e.nextHopProtocol} ${Math.round(e.startTime)}+${Math.round(e.duration)}ms`),
+  })).catch((e) => ({ evaluate: `${e}` }));
+  return JSON.stringify({ ...state, events }, null, 1);
+}
+
 test('the Deploying steps reach a working room on https://{public_ip}/', async () => {
   const pages = [];
+  const events = [];
   try {
     for (const n of ['tutor', 'student']) {
       const page = await (await browser.newContext()).newPage();
+      const seen = [];
+      events.push(seen);
+      const t0 = Date.now();
+      page.on('console', (m) => seen.push(`${Date.now() - t0}ms console ${m.type()}: ${m.text()}`));
+      page.on('requestfailed', (r) => seen.push(`${Date.now() - t0}ms failed ${r.url().replace(/\?.*/, '')}: ${r.failure()?.errorText}`));
+      page.on('websocket', (ws) => {
+        seen.push(`${Date.now() - t0}ms ws open ${ws.url().replace(/\?.*/, '')}`);
+        ws.on('close', () => seen.push(`${Date.now() - t0}ms ws close ${ws.url().replace(/\?.*/, '')}`));
+        ws.on('socketerror', (e) => seen.push(`${Date.now() - t0}ms ws error ${e}`));
+      });
       await page.goto(`${base}/room/deployed?token=${server.token('deployed', n)}`);
       pages.push(page);
     }
     for (const [i, page] of pages.entries()) {
-      await waitFor(async () => Object.values(await tileFrames(page)).some((t) => t.frames > 30), 45_000, `page ${i} decoding`);
+      try {
+        await waitFor(async () => Object.values(await tileFrames(page)).some((t) => t.frames > 30), 45_000, `page ${i} decoding`);
+      } catch (e) {
+        const states = [];
+        for (const [j, p] of pages.entries()) states.push(`page ${j}: ${await pageState(p, events[j])}`);
+        const dump = join(tmpdir(), `aula-deploy-check-${process.pid}.log`);
+        writeFileSync(dump, `${states.join('\n')}\n--- server log\n${server.logs()}`);
+        throw new Error(`${e.message}\n${states.join('\n')}\nserver log: ${dump}`);
+      }
     }
     // The pages got aula's TURN credentials for the relay named in the config.
     const ice = await pages[0].evaluate(() => window.aulaRoom.pc.getConfiguration().iceServers);
