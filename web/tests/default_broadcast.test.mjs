@@ -28,7 +28,10 @@ test('the default broadcast plays: never above its 720p source, top and bottom l
   const job = (await api(server, 'GET', `/api/egress/${b.broadcast}`, admin)).json;
   t.diagnostic(`job: source ${job.source_size}, rungs ${job.rungs.join(',')}; skipped ${job.skipped_rungs.join('; ')}`);
   assert.equal(job.source_size, '1280x720');
-  assert.ok(job.skipped_rungs.length > 0 && job.skipped_rungs.every((s) => /above the 1280x720 source/.test(s)), JSON.stringify(job.skipped_rungs));
+  // 1080p is above the source; a rung may also be left out for this machine's encode capacity
+  // (measured at its first start: `aula ladder calibrate`), never for anything else.
+  assert.ok(job.skipped_rungs.some((s) => /^1080p: above the 1280x720 source/.test(s)), JSON.stringify(job.skipped_rungs));
+  assert.ok(job.skipped_rungs.every((s) => /above the 1280x720 source|over the node's encode capacity/.test(s)), JSON.stringify(job.skipped_rungs));
   const master = await (await fetch(`${server.base}${b.hls}`)).text();
   const heights = [...master.matchAll(/RESOLUTION=\d+x(\d+)/g)].map((m) => Number(m[1]));
   assert.ok(heights.length > 0 && Math.max(...heights) <= 720, `the master lists nothing above 720p: ${heights}`);
