@@ -13,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== no import circles among crate modules (scripts/check-modules.py)"
+python3 scripts/check-modules.py
 echo "== cargo test"
 cargo test --workspace --quiet
 # `cargo test --workspace` has built target/debug/aula (aula's own tests run it); a separate

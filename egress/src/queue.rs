@@ -143,7 +143,7 @@ impl JobMessage {
             return Err(format!("job entry with a bad id or room: {id:?} {room:?}"));
         }
         let profile = field("profile")?;
-        crate::service::ladder(&profile).map_err(|e| e.to_string())?;
+        crate::profiles::ladder(&profile).map_err(|e| e.to_string())?;
         let video = match field("video")?.as_str() {
             "vp8" => Some(VideoCodec::Vp8),
             "h264" => Some(VideoCodec::H264),

@@ -12,10 +12,9 @@ use hls::{LiveIndex, Position};
 use redis::AsyncCommands;
 use tracing::{info, warn};
 
-use crate::job::{JobShared, JobState, JobStatus};
 use crate::queue::{connect, JobMessage, LiveNote, QueueSettings};
-use crate::service::is_over;
 use crate::source::{pump_room, Packetizer, Source};
+use crate::status::{JobShared, JobState, JobStatus};
 
 /// How long the node waits for a worker to finish a job after the broadcast ended.
 const FINISH_WAIT: Duration = Duration::from_secs(60);
@@ -37,7 +36,7 @@ pub(crate) async fn dispatch(d: Dispatch, source: Source, shared: Arc<JobShared>
         shared.update(|s| {
             s.state = JobState::Failed;
             s.error = Some(e);
-            s.ended_at = Some(chrono::Utc::now().to_rfc3339());
+            s.ended_at = Some(crate::status::now());
         });
     }
     shared.done.send_replace(true);
@@ -151,7 +150,7 @@ async fn dispatch_inner(
             warned = true;
             warn!(job = %id, "no egress worker has taken the job yet");
         }
-        let over = is_over(remote.state) && remote.worker.is_some();
+        let over = remote.state.is_over() && remote.worker.is_some();
         let state = remote.state;
         shared.update(|s| {
             *s = JobStatus {

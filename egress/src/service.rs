@@ -7,17 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hls::{LiveIndex, Origin, SigningKeys, Store};
-use ladders::Ladder;
 use serde::Serialize;
 use tracing::info;
 
 use crate::encode_cost::{Capacity, CostModel};
 use crate::error::EgressError;
 use crate::ids::{new_broadcast_id, valid_name};
-use crate::job::{run, JobRun, JobShared, JobState, JobStatus};
+use crate::job::{run, JobRun};
 use crate::queue::QueueSettings;
 use crate::settings::HlsSettings;
 use crate::source::Source;
+use crate::status::{JobShared, JobState, JobStatus};
 
 #[derive(Clone, Debug, Default)]
 pub struct StartRequest {
@@ -70,17 +70,6 @@ pub(crate) struct Queue {
 #[derive(Clone)]
 pub struct Egress {
     inner: Arc<Inner>,
-}
-
-/// A ladder by profile name: the shipped profiles, and `test` (a small 3-rung ladder).
-pub fn ladder(profile: &str) -> Result<Ladder, EgressError> {
-    if profile == "test" {
-        return Ok(transcoder::testsrc::test_ladder());
-    }
-    ladders::shipped(profile).ok_or_else(|| {
-        let names: Vec<&str> = ladders::shipped_names().chain(["test"]).collect();
-        EgressError::UnknownProfile(profile.to_string(), names.join(", "))
-    })
 }
 
 impl Egress {
@@ -165,7 +154,7 @@ impl Egress {
             .profile
             .clone()
             .unwrap_or_else(|| self.inner.settings.default_profile.clone());
-        let ladder = ladder(&profile)?;
+        let ladder = crate::profiles::ladder(&profile)?;
         let resume = req.broadcast.is_some();
         let broadcast = req.broadcast.unwrap_or_else(new_broadcast_id);
         if !valid_name(&broadcast) {
@@ -176,13 +165,13 @@ impl Egress {
         {
             let mut jobs = self.jobs_lock();
             if let Some(j) = jobs.get(&broadcast) {
-                if j.snapshot().is_some_and(|s| !is_over(s.state)) {
+                if j.snapshot().is_some_and(|s| !s.state.is_over()) {
                     return Err(EgressError::AlreadyLive(req.room, broadcast));
                 }
             }
             if let Some(id) = self.latest_lock().get(&req.room) {
                 if let Some(s) = jobs.get(id).and_then(|j| j.snapshot()) {
-                    if !is_over(s.state) {
+                    if !s.state.is_over() {
                         return Err(EgressError::AlreadyLive(req.room, s.id));
                     }
                 }
@@ -281,7 +270,7 @@ impl Egress {
         let running: Vec<String> = self
             .jobs()
             .into_iter()
-            .filter(|j| !is_over(j.state))
+            .filter(|j| !j.state.is_over())
             .map(|j| j.id)
             .collect();
         for id in &running {
@@ -326,7 +315,7 @@ impl Egress {
         let base = self.signed_prefix(room, &s.broadcast);
         let keep = self.inner.settings.keep_recording;
         // A failed job that produced nothing has no playlist to offer.
-        let playable = s.state == JobState::Live || (is_over(s.state) && s.segments > 0);
+        let playable = s.state == JobState::Live || (s.state.is_over() && s.segments > 0);
         let suffix = geo_profile
             .as_ref()
             .filter(|p| s.variant_sets.contains(p))
@@ -406,7 +395,7 @@ impl Egress {
             sum(|j| j.upload_blocked_ms)
         );
         out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_lag_ms gauge\n# TYPE aula_egress_rendition_speed gauge\n# TYPE aula_egress_rendition_lag_ms gauge\n# TYPE aula_egress_upload_queued gauge\n# TYPE aula_egress_rungs_shed gauge\n");
-        for j in jobs.iter().filter(|j| !is_over(j.state)) {
+        for j in jobs.iter().filter(|j| !j.state.is_over()) {
             let _ = writeln!(
                 out,
                 "aula_egress_upload_lag_ms{{job=\"{}\"}} {}",
@@ -449,7 +438,7 @@ fn forget_old_jobs(jobs: &mut HashMap<String, Arc<JobShared>>, latest: &HashMap<
         .filter_map(|(id, j)| {
             let s = j.snapshot()?;
             let kept = latest.get(&s.room).is_some_and(|l| l == id);
-            (is_over(s.state) && !kept).then(|| (s.ended_at.unwrap_or(s.started_at), id.clone()))
+            (s.state.is_over() && !kept).then(|| (s.ended_at.unwrap_or(s.started_at), id.clone()))
         })
         .collect();
     if finished.len() <= FINISHED_JOBS_KEPT {
@@ -460,10 +449,6 @@ fn forget_old_jobs(jobs: &mut HashMap<String, Arc<JobShared>>, latest: &HashMap<
     for (_, id) in finished.into_iter().take(excess) {
         jobs.remove(&id);
     }
-}
-
-pub(crate) fn is_over(s: JobState) -> bool {
-    matches!(s, JobState::Ended | JobState::Failed)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use tracing::{debug, warn};
 
-use crate::job::JobStatus;
+use crate::status::JobStatus;
 
 #[derive(Clone, Default)]
 pub struct Webhooks {
@@ -52,7 +52,7 @@ impl Webhooks {
         }
         let payload = Payload {
             event,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            at: crate::status::now(),
             job,
         };
         if let Ok(body) = serde_json::to_vec(&payload) {

@@ -20,11 +20,11 @@ use transcoder::testsrc::{AUDIO_PT, VIDEO_PT};
 use transcoder::{AudioInput, VideoInput};
 
 use crate::error::EgressError;
-use crate::job::{JobState, JobStatus};
 use crate::queue::{connect, JobMessage, LiveNote, QueueSettings, GROUP};
-use crate::service::{is_over, Egress, StartRequest};
+use crate::service::{Egress, StartRequest};
 use crate::settings::HlsSettings;
 use crate::source::{RtpPacket, Source};
+use crate::status::{JobState, JobStatus};
 
 /// RTP packets a job may have waiting before the UDP reader drops (the transcoder is behind).
 const RTP_QUEUE: usize = 4096;
@@ -212,7 +212,7 @@ async fn run_entry(ctx: &Ctx, entry: StreamId) {
     // A worker that died after finishing but before acknowledging: nothing left to do.
     let previous: Option<String> = conn.hget(&key, "status").await.unwrap_or(None);
     if let Some(st) = previous.and_then(|s| serde_json::from_str::<JobStatus>(&s).ok()) {
-        if st.worker.is_some() && is_over(st.state) {
+        if st.worker.is_some() && st.state.is_over() {
             let _: redis::RedisResult<()> = conn.xack(q.stream(), GROUP, &[&entry.id]).await;
             let _: redis::RedisResult<()> = conn.xdel(q.stream(), &[&entry.id]).await;
             return;
@@ -329,7 +329,7 @@ async fn heartbeat(
             return Err("job vanished".into());
         };
         status.worker = Some(ctx.name.clone());
-        let over = is_over(status.state);
+        let over = status.state.is_over();
         let json = serde_json::to_string(&status).unwrap_or_default();
         if let Err(e) = conn.hset::<_, _, _, ()>(&key, "status", json).await {
             warn!(job = %msg.id, error = %e, "redis: status not written");

@@ -83,7 +83,7 @@ impl Packager {
             .into_iter()
             .map(|info| {
                 let state = MediaState {
-                    init_uri: format!("{}/{}-init.mp4", info.name, cfg.epoch),
+                    init_uri: format!("{}/{}-init.mp4", info.name, cfg.epoch).into(),
                     target_duration: cfg.segment_target,
                     part_target: cfg.part_target,
                     ..Default::default()

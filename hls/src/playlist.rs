@@ -3,6 +3,7 @@
 //! EXT-X-PRELOAD-HINT) are added around its output, and tests parse the result back.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use m3u8_rs::{ExtTag, Map, MediaPlaylist, MediaSegment};
 
@@ -25,7 +26,9 @@ pub struct SegmentEntry {
     pub program_date_time_ms: i64,
     pub discontinuity: bool,
     /// The init segment this segment's media needs (EXT-X-MAP); changes after a restart.
-    pub init_uri: String,
+    /// Shared: every segment of a run names the same one, and a long recording's index holds
+    /// one entry per segment.
+    pub init_uri: Arc<str>,
     /// No media (`EXT-X-GAP`): a number a killed run had shown viewers but left no data for.
     pub gap: bool,
 }
@@ -33,7 +36,7 @@ pub struct SegmentEntry {
 /// What a media playlist says, before rendering.
 #[derive(Clone, Debug, Default)]
 pub struct MediaState {
-    pub init_uri: String,
+    pub init_uri: Arc<str>,
     /// Segment target duration (seconds); every segment fits within it, rounded.
     pub target_duration: f64,
     pub part_target: f64,
@@ -106,7 +109,7 @@ impl MediaState {
             // EXT-X-MAP on the first segment and wherever the init segment changes (a restart).
             if i == 0 || shown[i - 1].init_uri != s.init_uri {
                 m.map = Some(Map {
-                    uri: s.init_uri.clone(),
+                    uri: s.init_uri.to_string(),
                     ..Default::default()
                 });
             }
@@ -234,13 +237,13 @@ pub fn render_master(audio_uri: Option<&str>, variants: &[VariantEntry]) -> Stri
 
 /// Segments of a stored (parsed) playlist, to continue it after a restart.
 pub fn segments_from(pl: &m3u8_rs::MediaPlaylist) -> Vec<SegmentEntry> {
-    let mut init = String::new();
+    let mut init: Arc<str> = Arc::from("");
     pl.segments
         .iter()
         .enumerate()
         .map(|(i, s)| {
             if let Some(m) = &s.map {
-                init = m.uri.clone();
+                init = Arc::from(m.uri.as_str());
             }
             SegmentEntry {
                 msn: pl.media_sequence + i as u64,

@@ -12,7 +12,7 @@ pub mod tune;
 mod validate;
 
 pub use h264_level::{H264Level, H264Profile};
-pub use profile::{AudioSpec, Ladder, Network, ParseError, Rung};
+pub use profile::{AudioSpec, Ladder, Network, Rung};
 pub use shipped::{shipped, shipped_names, shipped_throughput, SHIPPED};
 pub use throughput::{Throughput, ThroughputError};
-pub use validate::{ValidationError, Violation, BPP_RANGE, THREE_G_MAX_LOWEST_KBPS};
+pub use validate::{ParseError, ValidationError, Violation, BPP_RANGE, THREE_G_MAX_LOWEST_KBPS};

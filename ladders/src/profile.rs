@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::h264_level::{H264Level, H264Profile};
-use crate::validate::{self, ValidationError};
 
 /// One rendition of the ladder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,32 +81,10 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    #[error("ladder profile {origin}: {message}")]
-    Toml { origin: String, message: String },
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-}
-
 impl Ladder {
-    /// Parses and validates a profile; `origin` names the file in errors.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Ladder, ParseError> {
-        let ladder: Ladder = toml::from_str(text).map_err(|e| ParseError::Toml {
-            origin: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        ladder.validate()?;
-        Ok(ladder)
-    }
-
     pub fn to_toml(&self) -> String {
         // Serialising plain structs of numbers and strings cannot fail.
         toml::to_string(self).unwrap_or_default()
-    }
-
-    pub fn validate(&self) -> Result<(), ValidationError> {
-        validate::validate(self)
     }
 
     /// Keyframe interval shared by all rungs (validation guarantees they agree).

@@ -1,4 +1,4 @@
-//! Profile validation: every violation is reported with the field it concerns.
+//! Profile parsing and validation: every violation is reported with the field it concerns.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -30,6 +30,31 @@ impl fmt::Display for ValidationError {
             write!(f, "\n  {}: {}", v.field, v.message)?;
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("ladder profile {origin}: {message}")]
+    Toml { origin: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+impl Ladder {
+    /// Parses and validates a profile; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Ladder, ParseError> {
+        let ladder: Ladder = toml::from_str(text).map_err(|e| ParseError::Toml {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        ladder.validate()?;
+        Ok(ladder)
+    }
+
+    /// Every rule a profile must keep (see [`validate`]).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate(self)
     }
 }
 

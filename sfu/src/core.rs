@@ -1,8 +1,7 @@
 //! The sans-IO SFU core over all rooms: routes datagrams to participants, runs timers,
 //! collects transmits and signals. Time is always passed in.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
 use crate::metrics::SfuMetrics;
+use crate::outbox::{Datagram, Outbox};
 use crate::participant::Expect;
 use crate::participant::Participant;
 use crate::room::{Leave, Room};
@@ -45,15 +45,6 @@ impl SfuConfig {
             room_events: false,
         }
     }
-}
-
-/// A datagram to send.
-#[derive(Debug)]
-pub struct Datagram {
-    /// UDP from the media socket, or TCP over the connection from `destination`.
-    pub proto: Protocol,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
 }
 
 /// What a new participant asks for.
@@ -93,56 +84,6 @@ pub struct TapOpened {
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Outputs collected while the core runs; drained by the IO layer or a test.
-pub struct Outbox {
-    pub(crate) signals: VecDeque<(ParticipantId, Signal)>,
-    pub(crate) transmits: Vec<Datagram>,
-    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
-    pub(crate) metrics: Arc<SfuMetrics>,
-    next_track: u64,
-    events: Option<Vec<RoomEvent>>,
-}
-
-impl Outbox {
-    pub(crate) fn event(
-        &mut self,
-        event: &'static str,
-        room: &str,
-        participant: Option<ParticipantInfo>,
-        track: Option<TrackInfo>,
-    ) {
-        if let Some(e) = &mut self.events {
-            e.push(RoomEvent {
-                event,
-                room: room.to_string(),
-                participant,
-                track,
-            });
-        }
-    }
-
-    pub(crate) fn signal(&mut self, to: ParticipantId, s: Signal) {
-        self.signals.push_back((to, s));
-    }
-
-    pub(crate) fn transmit(&mut self, proto: Protocol, destination: SocketAddr, contents: Vec<u8>) {
-        self.transmits.push(Datagram {
-            proto,
-            destination,
-            contents,
-        });
-    }
-
-    pub(crate) fn schedule(&mut self, at: Instant, pid: ParticipantId) {
-        self.timers.push(Reverse((at, pid)));
-    }
-
-    pub(crate) fn next_track_id(&mut self) -> TrackId {
-        self.next_track += 1;
-        TrackId(self.next_track)
-    }
-}
-
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 pub struct Sfu {
@@ -154,6 +95,8 @@ pub struct Sfu {
     /// participant accepts.
     routes: HashMap<(Protocol, SocketAddr), ParticipantId>,
     out: Outbox,
+    /// `handle_timeout`'s batch of due timers, kept for its capacity.
+    due: Vec<(Instant, ParticipantId)>,
     next_participant: u64,
     next_housekeeping: Option<Instant>,
 }
@@ -161,20 +104,14 @@ pub struct Sfu {
 impl Sfu {
     pub fn new(config: SfuConfig, metrics: Arc<SfuMetrics>) -> Sfu {
         transport::init_crypto();
-        let events = config.room_events.then(Vec::new);
+        let room_events = config.room_events;
         Sfu {
             config,
             rooms: HashMap::new(),
             located: HashMap::new(),
             routes: HashMap::new(),
-            out: Outbox {
-                signals: VecDeque::new(),
-                transmits: Vec::new(),
-                timers: BinaryHeap::new(),
-                metrics,
-                next_track: 0,
-                events,
-            },
+            out: Outbox::new(metrics, room_events),
+            due: Vec::new(),
             next_participant: 0,
             next_housekeeping: None,
         }
@@ -588,17 +525,12 @@ impl Sfu {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Take the due timers first: a participant whose transport asks for another timeout
         // at `now` is served on the next call, so one call always finishes.
-        let mut due: Vec<(Instant, ParticipantId)> = Vec::new();
-        while let Some(Reverse((at, pid))) = self.out.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.out.timers.pop();
-            due.push((at, pid));
-        }
+        // The batch buffer is kept between calls: no allocation per timeout.
+        let mut due = std::mem::take(&mut self.due);
+        self.out.pop_due(now, &mut due);
         due.sort_unstable_by_key(|(at, pid)| (*pid, *at));
         due.dedup_by_key(|(_, pid)| *pid);
-        for (at, pid) in due {
+        for &(at, pid) in &due {
             let Some(name) = self.located.get(&pid).cloned() else {
                 continue;
             };
@@ -621,6 +553,8 @@ impl Sfu {
             }
             self.drain_room(now, &name, None);
         }
+        due.clear();
+        self.due = due;
         if self.next_housekeeping.is_none_or(|t| t <= now) {
             self.next_housekeeping = Some(now + HOUSEKEEPING);
             let names: Vec<String> = self.rooms.keys().cloned().collect();
@@ -641,7 +575,7 @@ impl Sfu {
 
     /// When [`Sfu::handle_timeout`] wants to run next.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let timer = self.out.timers.peek().map(|Reverse((t, _))| *t);
+        let timer = self.out.next_timer();
         match (timer, self.next_housekeeping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -650,11 +584,7 @@ impl Sfu {
 
     /// Room lifecycle events since the last call (with `SfuConfig::room_events`).
     pub fn drain_events(&mut self) -> Vec<RoomEvent> {
-        self.out
-            .events
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+        self.out.take_events()
     }
 
     pub fn poll_signal(&mut self) -> Option<(ParticipantId, Signal)> {

@@ -9,10 +9,12 @@
 
 mod core;
 mod error;
+pub mod hot_path;
 mod ids;
 mod keyframe;
 pub mod layer;
 mod metrics;
+mod outbox;
 mod participant;
 mod room;
 pub mod sdp_inspect;
@@ -25,7 +27,8 @@ mod time_rewrite;
 mod track;
 mod transport;
 
-pub use crate::core::{Datagram, JoinRequest, Joined, Sfu, SfuConfig, TapWho};
+pub use crate::core::{JoinRequest, Joined, Sfu, SfuConfig, TapWho};
+pub use crate::outbox::Datagram;
 pub use error::SfuError;
 pub use ids::{ParticipantId, TrackId};
 pub use layer::Quality;

@@ -5,7 +5,7 @@ use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
 use crate::sdp_inspect::inspect_offer;
 use crate::signal::{ParticipantInfo, PeerKind, Permissions};
-use crate::subscription::{SubState, Subscription};
+use crate::subscription::Subscription;
 use crate::transport::{self, ChannelId, MediaKind, Mid, Rtc, SdpPendingOffer};
 
 /// What an offer must contain to be accepted.
@@ -131,11 +131,7 @@ impl Participant {
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
         self.pending = None;
         for s in &mut self.subs {
-            match s.state {
-                SubState::Negotiating(_) => s.state = SubState::ToOpen,
-                SubState::NegotiatingStop(m) => s.state = SubState::ToStop(m),
-                _ => {}
-            }
+            s.rolled_back();
         }
         self.negotiated = true;
         Ok(answer.to_sdp_string())

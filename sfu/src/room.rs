@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::core::Outbox;
 use crate::error::SfuError;
+use crate::hot_path;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::{choose_layer, rid_rank, Quality};
 use crate::metrics::SfuMetrics;
+use crate::outbox::Outbox;
 use crate::participant::{Expect, Participant};
 use crate::signal::{MuteTarget, PeerKind, Signal};
 use crate::speaker::SpeakerDetector;
-use crate::subscription::{SubState, Subscription};
+use crate::subscription::{Answered, SubState, Subscription, Wants};
 use crate::tap::TapSink;
 use crate::track::{Track, MAX_LAYERS};
 use crate::transport::{
@@ -179,25 +180,13 @@ impl Room {
                 // A WHEP m-line outlives the track: it waits for the next publisher.
                 if let Some(i) = sub.subs.iter().position(|s| s.track == tid) {
                     let s = sub.subs.remove(i);
-                    if let SubState::Open(mid) = s.state {
+                    if let Some(mid) = s.sending_mid() {
                         sub.unbound.push((mid, s.kind));
                     }
                 }
                 continue;
             }
-            sub.subs.retain_mut(|s| {
-                if s.track != tid {
-                    return true;
-                }
-                match s.state {
-                    SubState::Open(m) | SubState::Negotiating(m) => {
-                        s.state = SubState::ToStop(m);
-                        true
-                    }
-                    SubState::ToOpen => false,
-                    SubState::ToStop(_) | SubState::NegotiatingStop(_) => true,
-                }
-            });
+            sub.subs.retain_mut(|s| s.track != tid || s.track_gone());
             if !sub.dirty {
                 sub.dirty = true;
                 self.dirty.push(*sid);
@@ -420,6 +409,7 @@ impl Room {
     /// The hot path: one media frame from a publisher to every subscriber of its track.
     /// Payloads are shared (`Arc<[u8]>`); nothing is allocated here per frame.
     fn forward(&mut self, now: Instant, from: ParticipantId, data: MediaData, out: &mut Outbox) {
+        let _hot = hot_path::Mark::forwarding();
         SfuMetrics::inc(&out.metrics.frames_in, 1);
         let Room {
             participants,
@@ -504,17 +494,22 @@ impl Room {
                     .switch(data.time.numer(), data.network_time, clock);
             }
             let ts = s.rewriter.rewrite(data.time.numer(), data.network_time);
-            let Some(mut writer) = sub.rtc.writer(mid) else {
-                continue;
+            let written = {
+                let _str0m = hot_path::Mark::outside();
+                let Some(mut writer) = sub.rtc.writer(mid) else {
+                    continue;
+                };
+                let Some(pt) = writer.match_params(data.params) else {
+                    continue;
+                };
+                if let Some(level) = data.ext_vals.audio_level {
+                    writer =
+                        writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
+                }
+                let time = MediaTime::new(ts, data.time.frequency());
+                writer.write(pt, data.network_time, time, data.data.clone())
             };
-            let Some(pt) = writer.match_params(data.params) else {
-                continue;
-            };
-            if let Some(level) = data.ext_vals.audio_level {
-                writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
-            }
-            let time = MediaTime::new(ts, data.time.frequency());
-            if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+            if let Err(e) = written {
                 debug!(participant = %sid, "write failed: {e}");
                 continue;
             }
@@ -716,8 +711,8 @@ impl Room {
         let Participant { rtc, subs, .. } = p;
         let mut change = rtc.sdp_api();
         for s in subs.iter_mut() {
-            match s.state {
-                SubState::ToOpen => {
+            match s.wants() {
+                Wants::Add => {
                     let mid = change.add_media(
                         s.kind,
                         Direction::SendOnly,
@@ -725,13 +720,13 @@ impl Room {
                         Some(s.track.0.to_string()),
                         None,
                     );
-                    s.state = SubState::Negotiating(mid);
+                    s.offered(mid);
                 }
-                SubState::ToStop(mid) => {
+                Wants::Stop(mid) => {
                     change.stop_media(mid);
-                    s.state = SubState::NegotiatingStop(mid);
+                    s.offered(mid);
                 }
-                _ => {}
+                Wants::Nothing => {}
             }
         }
         if !change.has_changes() {
@@ -780,9 +775,8 @@ impl Room {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        for s in &mut p.subs {
-            if let SubState::Negotiating(m) = s.state {
-                s.state = SubState::Open(m);
+        p.subs.retain_mut(|s| match s.answered() {
+            Answered::Opened(m) => {
                 out.signal(
                     pid,
                     Signal::Subscribed {
@@ -791,10 +785,11 @@ impl Room {
                         mid: m.to_string(),
                     },
                 );
+                true
             }
-        }
-        p.subs
-            .retain(|s| !matches!(s.state, SubState::NegotiatingStop(_)));
+            Answered::Unchanged => true,
+            Answered::Finished => false,
+        });
         self.touch(pid);
         Ok(())
     }
@@ -981,17 +976,22 @@ fn request_keyframe(
     let Some(p) = participants.get_mut(&owner) else {
         return;
     };
-    let Some(mut w) = p.rtc.writer(mid) else {
-        return;
-    };
-    if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-        if let Err(e) = w.request_keyframe(rid, KeyframeRequestKind::Pli) {
-            debug!(participant = %owner, "keyframe request failed: {e}");
+    let requested = {
+        let _str0m = hot_path::Mark::outside();
+        let Some(mut w) = p.rtc.writer(mid) else {
+            return;
+        };
+        if !w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
             return;
         }
-        SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
-        Room::mark_dirty(participants, dirty, owner);
+        w.request_keyframe(rid, KeyframeRequestKind::Pli)
+    };
+    if let Err(e) = requested {
+        debug!(participant = %owner, "keyframe request failed: {e}");
+        return;
     }
+    SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
+    Room::mark_dirty(participants, dirty, owner);
 }
 
 /// Whether an ICE candidate line names its address as an mDNS host name (`<uuid>.local`).

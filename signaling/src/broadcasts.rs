@@ -10,7 +10,7 @@ use egress::{Source, StartRequest};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::token::TokenError;
 
 fn egress(s: &AppState) -> Result<&egress::Egress, ApiError> {

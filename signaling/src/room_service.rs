@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// `GET /api/rooms` (admin of `*`): every room with its participant and track counts.
 pub async fn list(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::state::{AppState, Resumable};
 use crate::token::Claims;
 
 /// Signaling messages above this are refused (an offer with simulcast is ~10 KiB).
@@ -49,16 +49,6 @@ pub struct TokenQuery {
     pub resume: Option<String>,
     /// The last chat sequence number the client has: it is sent what came after.
     pub chat_after: Option<u64>,
-}
-
-/// A room client that may resume on a new WebSocket.
-#[derive(Debug, Clone)]
-pub struct Resumable {
-    pub participant: sfu::ParticipantId,
-    pub room: String,
-    pub identity: String,
-    /// Bumped on each resume, so a stale grace timer does not remove a resumed participant.
-    pub generation: u64,
 }
 
 enum Entry {

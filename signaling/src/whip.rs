@@ -11,7 +11,7 @@ use sfu::{JoinRequest, PeerKind, Permissions, Quality};
 use tracing::info;
 
 use crate::error::ApiError;
-use crate::http::{AppState, Session};
+use crate::state::{AppState, Session};
 use crate::token::TokenError;
 
 #[derive(Debug, Deserialize, Default)]
@@ -41,7 +41,7 @@ async fn sdp_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
     }
     let bytes = tokio::time::timeout(
         BODY_TIMEOUT,
-        axum::body::to_bytes(body, crate::http::BODY_LIMIT),
+        axum::body::to_bytes(body, crate::state::BODY_LIMIT),
     )
     .await
     .map_err(|_| ApiError::BadRequest(format!("offer not received within {BODY_TIMEOUT:?}")))?

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::core::Datagram;
 use crate::metrics::SfuMetrics;
+use crate::outbox::Datagram;
 
 /// Kernel buffers sized for bursts of fan-out (500 subscribers x a keyframe).
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;

@@ -359,7 +359,7 @@ fn recover(dir: &Path, docs: &Path) -> io::Result<u64> {
         File::open(path)?.read_to_end(&mut b)?;
         let read = read_segment(&b, |doc, updates| {
             records += 1;
-            if !super::ws::valid_room(doc) {
+            if !super::valid_document_name(doc) {
                 warn!(%doc, "collab: journal record for an invalid document name skipped");
                 return;
             }

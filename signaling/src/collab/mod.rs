@@ -9,8 +9,6 @@
 pub mod dc;
 mod journal;
 mod store;
-pub mod teacher;
-pub mod ws;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -1471,6 +1469,21 @@ impl Collab {
             })
             .collect()
     }
+}
+
+/// A document name: a room name, optionally `~identity` (a student's own document).
+pub fn valid_document_name(r: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    r.len() <= 160
+        && match r.split_once('~') {
+            Some((room, who)) => part(room) && part(who),
+            None => part(r),
+        }
 }
 
 #[cfg(test)]
