@@ -21,6 +21,8 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::server_msg::ServerMsg;
+
 /// `[chat]` in aula.toml.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -579,9 +581,11 @@ impl ChatSession {
         let sub = r.subscribe(after, chat.settings().backlog);
         let mut first: Vec<Arc<str>> = sub.missed.iter().map(|m| m.json.clone()).collect();
         first.push(
-            serde_json::json!({"type": "chat_synced", "last": sub.upto, "truncated": sub.truncated})
-                .to_string()
-                .into(),
+            ServerMsg::ChatSynced {
+                last: sub.upto,
+                truncated: sub.truncated,
+            }
+            .text(),
         );
         let s = chat.settings();
         Ok((
@@ -620,9 +624,11 @@ impl ChatSession {
                     let mut out: Vec<Arc<str>> = Vec::new();
                     if truncated {
                         out.push(
-                            serde_json::json!({"type": "chat_synced", "last": self.upto, "truncated": true})
-                                .to_string()
-                                .into(),
+                            ServerMsg::ChatSynced {
+                                last: self.upto,
+                                truncated: true,
+                            }
+                            .text(),
                         );
                     }
                     for m in missed {
@@ -642,16 +648,22 @@ impl ChatSession {
 
     /// A client's `{"type":"chat","text":...,"id":...}`: the reply, `chat_ack` with the
     /// message's sequence number once it is durable, or `error` with the reason (and `id`).
-    pub async fn send(&mut self, text: String, id: serde_json::Value) -> serde_json::Value {
+    pub async fn send(&mut self, text: String, id: serde_json::Value) -> ServerMsg {
         let client_id = match &id {
             serde_json::Value::Null => None,
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => {
-                return serde_json::json!({"type": "error", "message": format!("chat: {}", ChatError::BadId), "id": id})
+                return ServerMsg::Error {
+                    message: format!("chat: {}", ChatError::BadId),
+                    id: Some(id),
+                }
             }
         };
-        let refuse = |reason: String| serde_json::json!({"type": "error", "message": format!("chat: {reason}"), "id": id});
+        let refuse = |reason: String| ServerMsg::Error {
+            message: format!("chat: {reason}"),
+            id: Some(id.clone()),
+        };
         if !self.can_send {
             return refuse(
                 "this token may read the chat but not write (no publish_data grant)".into(),
@@ -670,7 +682,10 @@ impl ChatSession {
             .send(&settings, &self.identity, self.participant, text, client_id)
             .await
         {
-            Ok(m) => serde_json::json!({"type": "chat_ack", "id": id, "seq": m.msg.seq}),
+            Ok(m) => ServerMsg::ChatAck {
+                id: id.clone(),
+                seq: m.msg.seq,
+            },
             Err(e) => refuse(e.to_string()),
         }
     }

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tracing::warn;
 
 use crate::chat::now_ms;
+use crate::server_msg::ServerMsg;
 
 /// Poll totals go out at most this often, however fast votes arrive.
 const RESULTS_EVERY: Duration = Duration::from_millis(500);
@@ -50,13 +51,7 @@ struct State {
     next_poll: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Hand {
-    pub participant: u64,
-    pub identity: String,
-    /// When it was raised, milliseconds since the Unix epoch.
-    pub at: u64,
-}
+pub use crate::server_msg::Hand;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Poll {
@@ -76,12 +71,15 @@ struct Poll {
 
 impl Poll {
     fn message(&self) -> Arc<str> {
-        serde_json::json!({
-            "type": "poll", "id": self.id, "question": self.question, "options": self.options,
-            "open": self.open, "totals": self.totals, "voters": self.voters,
-        })
-        .to_string()
-        .into()
+        ServerMsg::Poll {
+            id: self.id,
+            question: self.question.clone(),
+            options: self.options.clone(),
+            open: self.open,
+            totals: self.totals.clone(),
+            voters: self.voters,
+        }
+        .text()
     }
 }
 
@@ -156,9 +154,10 @@ async fn results_task(room: Weak<ClassRoom>) {
 
 impl ClassRoom {
     fn hands_message(st: &State) -> Arc<str> {
-        serde_json::json!({"type": "hands", "raised": st.hands})
-            .to_string()
-            .into()
+        ServerMsg::Hands {
+            raised: st.hands.clone(),
+        }
+        .text()
     }
 
     /// What a session is sent on joining: raised hands, open polls and recent closed ones.
@@ -351,8 +350,8 @@ impl ClassSession {
     }
 
     /// Handles a message: the reply (`{"type":"error",...}` when refused).
-    pub fn handle(&mut self, msg: ClassMsg) -> Option<serde_json::Value> {
-        let refuse = |m: String| Some(serde_json::json!({"type": "error", "message": m}));
+    pub fn handle(&mut self, msg: ClassMsg) -> Option<ServerMsg> {
+        let refuse = |m: String| Some(ServerMsg::error(m));
         let moderator_only = |what: &str| {
             refuse(format!(
                 "{what} is for moderators (a token with the admin grant)"
@@ -380,7 +379,7 @@ impl ClassSession {
                     return moderator_only("creating a poll");
                 }
                 match self.room.create(&self.identity, question, options) {
-                    Ok(id) => Some(serde_json::json!({"type": "poll_created", "id": id})),
+                    Ok(id) => Some(ServerMsg::PollCreated { id }),
                     Err(e) => refuse(e),
                 }
             }
@@ -389,9 +388,7 @@ impl ClassSession {
                     return refuse("this token may not vote (no publish_data grant)".into());
                 }
                 match self.room.vote(&self.identity, poll, option) {
-                    Ok(()) => Some(
-                        serde_json::json!({"type": "vote_ack", "poll": poll, "option": option}),
-                    ),
+                    Ok(()) => Some(ServerMsg::VoteAck { poll, option }),
                     Err(e) => refuse(e),
                 }
             }

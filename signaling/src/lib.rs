@@ -13,6 +13,7 @@ mod pages;
 pub mod rate;
 mod room_service;
 mod rtc_ws;
+pub mod server_msg;
 mod state;
 mod teacher_ws;
 pub mod token;

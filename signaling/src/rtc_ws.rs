@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
+use crate::server_msg::ServerMsg;
 use crate::state::{AppState, Resumable};
 use crate::token::Claims;
 
@@ -253,7 +254,7 @@ async fn session(
     }
 }
 
-type Joined = (sfu::ParticipantId, String, u64, serde_json::Value);
+type Joined = (sfu::ParticipantId, String, u64, ServerMsg);
 
 async fn join(
     s: &AppState,
@@ -291,17 +292,16 @@ async fn join(
             },
         );
     }
-    let hello = serde_json::json!({
-        "type": "joined",
-        "participant": pid,
-        "identity": claims.sub,
-        "room": room,
-        "grants": claims.grants,
-        "resume": key,
-        "participants": joined.participants,
-        "tracks": joined.tracks,
-        "ice_servers": s.turn.ice_servers(&claims.sub),
-    });
+    let hello = ServerMsg::Joined {
+        participant: pid,
+        identity: claims.sub.clone(),
+        room: room.to_string(),
+        grants: claims.grants,
+        resume: key.clone(),
+        participants: joined.participants,
+        tracks: joined.tracks,
+        ice_servers: s.turn.ice_servers(&claims.sub),
+    };
     Ok((pid, key, 0, hello))
 }
 
@@ -327,16 +327,15 @@ async fn resume(
         .await
         .map_err(|e| e.to_string())?;
     info!(participant = %r.participant, room = %r.room, "signaling resumed");
-    let hello = serde_json::json!({
-        "type": "resumed",
-        "participant": r.participant,
-        "identity": r.identity,
-        "room": r.room,
-        "resume": key,
-        "participants": participants,
-        "tracks": tracks,
-        "ice_servers": s.turn.ice_servers(&r.identity),
-    });
+    let hello = ServerMsg::Resumed {
+        participant: r.participant,
+        identity: r.identity.clone(),
+        room: r.room.clone(),
+        resume: key.clone(),
+        participants,
+        tracks,
+        ice_servers: s.turn.ice_servers(&r.identity),
+    };
     Ok((r.participant, key, r.generation, hello))
 }
 
@@ -390,9 +389,9 @@ async fn run(
                 };
                 match handle(s, pid, *moderator, &text, &mut offers, chat, class).await {
                     Ok(Some(reply)) => {
-                        if reply["type"] == "error" {
+                        if let ServerMsg::Error { message, .. } = &reply {
                             errors += 1;
-                            warn!(participant = %pid, "signaling message refused: {}", reply["message"]);
+                            warn!(participant = %pid, "signaling message refused: {message:?}");
                         }
                         if tx.send(json(&reply)).await.is_err() {
                             return End::Dropped;
@@ -497,7 +496,7 @@ async fn handle(
     offers: &mut crate::rate::TokenBucket,
     chat: &mut Option<crate::chat::ChatSession>,
     class: &mut Option<crate::classroom::ClassSession>,
-) -> Result<Option<serde_json::Value>, Leave> {
+) -> Result<Option<ServerMsg>, Leave> {
     let msg = match serde_json::from_str::<ClientMsg>(text) {
         Ok(m) => m,
         Err(e) => {
@@ -529,7 +528,7 @@ async fn handle(
             .sfu
             .offer(pid, sdp)
             .await
-            .map(|answer| Some(serde_json::json!({"type": "answer", "sdp": answer}))),
+            .map(|sdp| Some(ServerMsg::Answer { sdp })),
         ClientMsg::Answer { sdp } => s.sfu.answer(pid, sdp).await.map(|_| None),
         ClientMsg::Candidate { candidate } => {
             if candidate.is_empty() {
@@ -544,7 +543,7 @@ async fn handle(
             .await
             .map(|_| None),
         ClientMsg::Leave => return Err(Leave),
-        ClientMsg::Ping => Ok(Some(serde_json::json!({"type": "pong"}))),
+        ClientMsg::Ping => Ok(Some(ServerMsg::Pong)),
         ClientMsg::Mute { track, kind, muted } => {
             let target = match (track, kind) {
                 (Some(t), None) => sfu::MuteTarget::Track(TrackId(t)),
@@ -584,8 +583,8 @@ async fn handle(
     })
 }
 
-fn error_msg(m: &str) -> serde_json::Value {
-    serde_json::json!({"type": "error", "message": m})
+fn error_msg(m: &str) -> ServerMsg {
+    ServerMsg::error(m)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Message {
