@@ -75,10 +75,5 @@ pub fn spawn_trimmer(every: Duration) {
 
 /// `/metrics` lines.
 pub fn render(out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "# TYPE aula_heap_in_use_bytes gauge\naula_heap_in_use_bytes {}\n",
-        in_use()
-    );
+    metrics_text::Exposition::new(out).gauge("aula_heap_in_use_bytes", in_use());
 }

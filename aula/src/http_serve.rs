@@ -37,14 +37,19 @@ pub struct Refusals {
 
 impl Refusals {
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = write!(
-            out,
-            "# TYPE aula_http_refused_total counter\n\
-             aula_http_refused_total{{cap=\"max_connections\"}} {}\n\
-             aula_http_refused_total{{cap=\"max_pending_per_ip\"}} {}\n",
-            self.over_total.load(Ordering::Relaxed),
-            self.over_pending.load(Ordering::Relaxed),
+        metrics_text::Exposition::new(out).family(
+            "aula_http_refused_total",
+            metrics_text::Kind::Counter,
+            |f| {
+                f.sample(
+                    &[("cap", "max_connections")],
+                    self.over_total.load(Ordering::Relaxed),
+                );
+                f.sample(
+                    &[("cap", "max_pending_per_ip")],
+                    self.over_pending.load(Ordering::Relaxed),
+                );
+            },
         );
     }
 }

@@ -2,7 +2,6 @@
 //! and tells viewers where a room's broadcast is.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -339,89 +338,87 @@ impl Egress {
 
     /// Prometheus text for the egress jobs.
     pub fn render_metrics(&self, out: &mut String) {
+        use metrics_text::Kind::{Counter, Gauge};
         let jobs = self.jobs();
         let count = |st: JobState| jobs.iter().filter(|j| j.state == st).count();
-        out.push_str("# TYPE aula_egress_jobs gauge\n");
-        for (name, st) in [
-            ("starting", JobState::Starting),
-            ("live", JobState::Live),
-            ("ended", JobState::Ended),
-            ("failed", JobState::Failed),
-        ] {
-            let _ = writeln!(out, "aula_egress_jobs{{state=\"{name}\"}} {}", count(st));
-        }
-        let sum = |f: fn(&JobStatus) -> u64| jobs.iter().map(f).sum::<u64>();
-        let _ = writeln!(
-            out,
-            "# TYPE aula_egress_parts_total counter\naula_egress_parts_total {}",
-            sum(|j| j.parts)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE aula_egress_segments_total counter\naula_egress_segments_total {}",
-            sum(|j| j.segments)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE aula_egress_bytes_stored_total counter\naula_egress_bytes_stored_total {}",
-            sum(|j| j.bytes_stored)
-        );
-        let _ =
-            writeln!(
-            out,
-            "# TYPE aula_egress_rungs_skipped_total counter\naula_egress_rungs_skipped_total {}",
-            jobs.iter().map(|j| j.skipped_rungs.len() as u64).sum::<u64>()
-        );
-        out.push_str("# TYPE aula_egress_rung_changes_total counter\n");
-        for change in ["shed", "readded"] {
-            let n = jobs
-                .iter()
-                .flat_map(|j| &j.rung_changes)
-                .filter(|c| c.change == change)
-                .count();
-            let _ = writeln!(
-                out,
-                "aula_egress_rung_changes_total{{change=\"{change}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# TYPE aula_egress_upload_failed_attempts_total counter\naula_egress_upload_failed_attempts_total {}",
-            sum(|j| j.upload_failed_attempts)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE aula_egress_upload_blocked_ms_total counter\naula_egress_upload_blocked_ms_total {}",
-            sum(|j| j.upload_blocked_ms)
-        );
-        out.push_str("# TYPE aula_egress_upload_lag_ms gauge\n# TYPE aula_egress_encoder_speed gauge\n# TYPE aula_egress_lag_ms gauge\n# TYPE aula_egress_rendition_speed gauge\n# TYPE aula_egress_rendition_lag_ms gauge\n# TYPE aula_egress_upload_queued gauge\n# TYPE aula_egress_rungs_shed gauge\n");
-        for j in jobs.iter().filter(|j| !j.state.is_over()) {
-            let _ = writeln!(
-                out,
-                "aula_egress_upload_lag_ms{{job=\"{}\"}} {}",
-                j.id, j.upload_lag_ms
-            );
-            let _ = writeln!(
-                out,
-                "aula_egress_encoder_speed{{job=\"{}\"}} {:.3}\naula_egress_lag_ms{{job=\"{}\"}} {}",
-                j.id, j.encoder_speed, j.id, j.lag_ms
-            );
-            for r in &j.renditions {
-                let _ = writeln!(
-                    out,
-                    "aula_egress_rendition_speed{{job=\"{}\",rendition=\"{}\"}} {:.3}\naula_egress_rendition_lag_ms{{job=\"{}\",rendition=\"{}\"}} {}",
-                    j.id, r.rendition, r.speed, j.id, r.rendition, r.lag_ms
-                );
+        let mut m = metrics_text::Exposition::new(out);
+        m.family("aula_egress_jobs", Gauge, |f| {
+            for (name, st) in [
+                ("starting", JobState::Starting),
+                ("live", JobState::Live),
+                ("ended", JobState::Ended),
+                ("failed", JobState::Failed),
+            ] {
+                f.sample(&[("state", name)], count(st));
             }
-            let _ = writeln!(
-                out,
-                "aula_egress_upload_queued{{job=\"{}\"}} {}\naula_egress_rungs_shed{{job=\"{}\"}} {}",
-                j.id,
-                j.upload_queued,
-                j.id,
-                j.shed_rungs.len()
-            );
-        }
+        });
+        let sum = |f: fn(&JobStatus) -> u64| jobs.iter().map(f).sum::<u64>();
+        m.counter("aula_egress_parts_total", sum(|j| j.parts));
+        m.counter("aula_egress_segments_total", sum(|j| j.segments));
+        m.counter("aula_egress_bytes_stored_total", sum(|j| j.bytes_stored));
+        m.counter(
+            "aula_egress_rungs_skipped_total",
+            jobs.iter().map(|j| j.skipped_rungs.len()).sum::<usize>(),
+        );
+        m.family("aula_egress_rung_changes_total", Counter, |f| {
+            for change in ["shed", "readded"] {
+                let n = jobs
+                    .iter()
+                    .flat_map(|j| &j.rung_changes)
+                    .filter(|c| c.change == change)
+                    .count();
+                f.sample(&[("change", change)], n);
+            }
+        });
+        m.counter(
+            "aula_egress_upload_failed_attempts_total",
+            sum(|j| j.upload_failed_attempts),
+        );
+        m.counter(
+            "aula_egress_upload_blocked_ms_total",
+            sum(|j| j.upload_blocked_ms),
+        );
+        // Per running job: each family's samples together, as the format requires.
+        let running: Vec<&JobStatus> = jobs.iter().filter(|j| !j.state.is_over()).collect();
+        let per_job = |m: &mut metrics_text::Exposition<'_>,
+                       name: &str,
+                       value: &dyn Fn(&JobStatus) -> String| {
+            m.family(name, Gauge, |f| {
+                for j in &running {
+                    f.sample(&[("job", &j.id)], value(j));
+                }
+            });
+        };
+        per_job(&mut m, "aula_egress_upload_lag_ms", &|j| {
+            j.upload_lag_ms.to_string()
+        });
+        per_job(&mut m, "aula_egress_encoder_speed", &|j| {
+            format!("{:.3}", j.encoder_speed)
+        });
+        per_job(&mut m, "aula_egress_lag_ms", &|j| j.lag_ms.to_string());
+        m.family("aula_egress_rendition_speed", Gauge, |f| {
+            for j in &running {
+                for r in &j.renditions {
+                    f.sample(
+                        &[("job", &j.id), ("rendition", &r.rendition)],
+                        format_args!("{:.3}", r.speed),
+                    );
+                }
+            }
+        });
+        m.family("aula_egress_rendition_lag_ms", Gauge, |f| {
+            for j in &running {
+                for r in &j.renditions {
+                    f.sample(&[("job", &j.id), ("rendition", &r.rendition)], r.lag_ms);
+                }
+            }
+        });
+        per_job(&mut m, "aula_egress_upload_queued", &|j| {
+            j.upload_queued.to_string()
+        });
+        per_job(&mut m, "aula_egress_rungs_shed", &|j| {
+            j.shed_rungs.len().to_string()
+        });
     }
 }
 

@@ -35,44 +35,42 @@ impl SfuMetrics {
 
     /// Prometheus text exposition of every counter, prefixed `aula_sfu_`.
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let rows: [(&str, &str, &AtomicU64); 16] = [
-            ("rooms", "gauge", &self.rooms),
-            ("participants", "gauge", &self.participants),
-            ("tracks", "gauge", &self.tracks),
-            ("datagrams_in_total", "counter", &self.datagrams_in),
-            ("datagrams_out_total", "counter", &self.datagrams_out),
-            ("datagrams_bad_total", "counter", &self.datagrams_bad),
+        use metrics_text::Kind::{Counter, Gauge};
+        let rows: [(&str, metrics_text::Kind, &AtomicU64); 16] = [
+            ("rooms", Gauge, &self.rooms),
+            ("participants", Gauge, &self.participants),
+            ("tracks", Gauge, &self.tracks),
+            ("datagrams_in_total", Counter, &self.datagrams_in),
+            ("datagrams_out_total", Counter, &self.datagrams_out),
+            ("datagrams_bad_total", Counter, &self.datagrams_bad),
             (
                 "datagrams_send_dropped_total",
-                "counter",
+                Counter,
                 &self.datagrams_send_dropped,
             ),
             (
                 "datagrams_unrouted_total",
-                "counter",
+                Counter,
                 &self.datagrams_unrouted,
             ),
-            ("frames_in_total", "counter", &self.frames_in),
-            ("frames_forwarded_total", "counter", &self.frames_forwarded),
-            ("bytes_forwarded_total", "counter", &self.bytes_forwarded),
-            (
-                "keyframe_requests_total",
-                "counter",
-                &self.keyframe_requests,
-            ),
+            ("frames_in_total", Counter, &self.frames_in),
+            ("frames_forwarded_total", Counter, &self.frames_forwarded),
+            ("bytes_forwarded_total", Counter, &self.bytes_forwarded),
+            ("keyframe_requests_total", Counter, &self.keyframe_requests),
             (
                 "participants_timed_out_total",
-                "counter",
+                Counter,
                 &self.participants_timed_out,
             ),
-            ("tcp_connections", "gauge", &self.tcp_connections),
-            ("tcp_refused_total", "counter", &self.tcp_refused),
-            ("tcp_send_dropped_total", "counter", &self.tcp_send_dropped),
+            ("tcp_connections", Gauge, &self.tcp_connections),
+            ("tcp_refused_total", Counter, &self.tcp_refused),
+            ("tcp_send_dropped_total", Counter, &self.tcp_send_dropped),
         ];
+        let mut m = metrics_text::Exposition::new(out);
         for (name, kind, v) in rows {
-            let _ = writeln!(out, "# TYPE aula_sfu_{name} {kind}");
-            let _ = writeln!(out, "aula_sfu_{name} {}", v.load(Ordering::Relaxed));
+            m.family(&format!("aula_sfu_{name}"), kind, |f| {
+                f.value(v.load(Ordering::Relaxed))
+            });
         }
     }
 }

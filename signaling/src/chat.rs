@@ -249,17 +249,13 @@ impl Chat {
 
     /// Rooms whose chat is in memory.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let rooms = self
             .inner
             .rooms
             .lock()
             .map(|r| r.values().filter(|w| w.strong_count() > 0).count())
             .unwrap_or(0);
-        let _ = write!(
-            out,
-            "# TYPE aula_chat_rooms gauge\naula_chat_rooms {rooms}\n"
-        );
+        metrics_text::Exposition::new(out).gauge("aula_chat_rooms", rooms);
     }
 }
 

@@ -95,9 +95,7 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> imp
         f(&mut out);
     }
     let sessions = s.sessions.lock().map(|m| m.len()).unwrap_or(0);
-    out.push_str(&format!(
-        "# TYPE aula_whip_whep_sessions gauge\naula_whip_whep_sessions {sessions}\n"
-    ));
+    metrics_text::Exposition::new(&mut out).gauge("aula_whip_whep_sessions", sessions);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -235,6 +235,9 @@ struct Metrics {
     remote_snapshots: AtomicU64,
     /// Pending updates dropped: over `max_pending_bytes`, or not encodable.
     pending_dropped: AtomicU64,
+    /// Documents in memory: counted apart from the table so `/metrics` never waits on it
+    /// (nor reads 0 while a join holds it).
+    rooms: AtomicU64,
 }
 
 struct Room {
@@ -449,7 +452,9 @@ impl Collab {
                     None => match self.load(room).await {
                         Ok(r) => {
                             let mut rooms = self.inner.rooms.lock().await;
-                            rooms.insert(room.to_string(), r.clone());
+                            if rooms.insert(room.to_string(), r.clone()).is_none() {
+                                self.inner.metrics.rooms.fetch_add(1, Ordering::Relaxed);
+                            }
                             Ok(r)
                         }
                         Err(e) => Err(e),
@@ -605,27 +610,23 @@ impl Collab {
 
     /// Rooms in memory and connected clients.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let m = &self.inner.metrics;
-        let rooms = self.inner.rooms.try_lock().map(|r| r.len()).unwrap_or(0);
-        let _ = write!(
-            out,
-            "# TYPE aula_collab_rooms gauge\naula_collab_rooms {rooms}\n\
-             # TYPE aula_collab_updates_total counter\naula_collab_updates_total {}\n\
-             # TYPE aula_collab_closed_slow_total counter\naula_collab_closed_slow_total {}\n\
-             # TYPE aula_collab_closed_bad_total counter\naula_collab_closed_bad_total {}\n\
-             # TYPE aula_collab_readonly_dropped_total counter\naula_collab_readonly_dropped_total {}\n\
-             # TYPE aula_collab_remote_snapshots_total counter\naula_collab_remote_snapshots_total {}\n\
-             # TYPE aula_collab_pending_dropped_total counter\naula_collab_pending_dropped_total {}\n\
-             # TYPE aula_collab_journal_syncs_total counter\naula_collab_journal_syncs_total {}\n",
-            m.updates.load(Ordering::Relaxed),
-            m.closed_slow.load(Ordering::Relaxed),
-            m.closed_bad.load(Ordering::Relaxed),
-            m.readonly_dropped.load(Ordering::Relaxed),
-            m.remote_snapshots.load(Ordering::Relaxed),
-            m.pending_dropped.load(Ordering::Relaxed),
-            self.inner.journal.syncs.load(Ordering::Relaxed),
-        );
+        let mut x = metrics_text::Exposition::new(out);
+        x.gauge("aula_collab_rooms", m.rooms.load(Ordering::Relaxed));
+        for (name, v) in [
+            ("aula_collab_updates_total", &m.updates),
+            ("aula_collab_closed_slow_total", &m.closed_slow),
+            ("aula_collab_closed_bad_total", &m.closed_bad),
+            ("aula_collab_readonly_dropped_total", &m.readonly_dropped),
+            ("aula_collab_remote_snapshots_total", &m.remote_snapshots),
+            ("aula_collab_pending_dropped_total", &m.pending_dropped),
+            (
+                "aula_collab_journal_syncs_total",
+                &*self.inner.journal.syncs,
+            ),
+        ] {
+            x.counter(name, v.load(Ordering::Relaxed));
+        }
     }
 }
 
@@ -1381,7 +1382,9 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
         .map(|s| s.clients.is_empty())
         .unwrap_or(true);
     if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
-        rooms.remove(&room.name);
+        if rooms.remove(&room.name).is_some() {
+            service.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
+        }
         drop(rooms);
         info!(room = %room.name, "collab document unloaded (no clients)");
         if let Some(r) = &service.remote {
