@@ -3,6 +3,7 @@
 //! in well under a second.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +61,10 @@ pub struct Client {
 }
 
 pub struct World {
+    /// Milliseconds between a publisher's video frames (33: ~30 fps) and audio frames (20);
+    /// `None`: no audio. Large rooms lower them to keep a test quick.
+    pub video_every_ms: u64,
+    pub audio_every_ms: Option<u64>,
     pub sfu: Sfu,
     pub now: Instant,
     pub start: Instant,
@@ -69,6 +74,13 @@ pub struct World {
     pub metrics: Arc<SfuMetrics>,
     next_port: u16,
     rng: Rng,
+    /// Client index by its current address (datagrams from the SFU go to it).
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Clients to poll this millisecond (their `Rtc` had input or media), each once.
+    to_poll: Vec<usize>,
+    marked: Vec<bool>,
+    /// Poll every client at the start of a `run` (a test may have changed one directly).
+    poll_all: bool,
 }
 
 impl World {
@@ -86,6 +98,12 @@ impl World {
             metrics,
             next_port: 40000,
             rng: Rng(0xa11a),
+            video_every_ms: 33,
+            audio_every_ms: Some(20),
+            by_addr: HashMap::new(),
+            to_poll: Vec::new(),
+            marked: Vec::new(),
+            poll_all: true,
         }
     }
 
@@ -150,7 +168,9 @@ impl World {
                 .accept_answer(pending, answer)
                 .expect("answer accepted");
         }
+        self.by_addr.insert(c.addr, self.clients.len());
         self.clients.push(c);
+        self.marked.push(false);
         self.clients.len() - 1
     }
 
@@ -222,33 +242,56 @@ impl World {
     /// Advances virtual time by `d`, moving every datagram, timer, signal and media frame.
     pub fn run(&mut self, d: Duration) {
         let end = self.now + d;
+        self.poll_all = true;
         while self.now < end {
             self.now += Duration::from_millis(1);
             self.tick();
         }
     }
 
+    fn mark(&mut self, i: usize) {
+        if !self.marked[i] {
+            self.marked[i] = true;
+            self.to_poll.push(i);
+        }
+    }
+
     fn tick(&mut self) {
         let now = self.now;
         let elapsed = now.duration_since(self.start).as_millis() as u64;
-        for c in &mut self.clients {
+        let all = std::mem::take(&mut self.poll_all);
+        for i in 0..self.clients.len() {
+            let c = &mut self.clients[i];
+            let mut touched = all;
             if c.connected && c.video.is_some() && c.pending.is_none() && c.rid_publisher() {
-                if elapsed.is_multiple_of(33) {
+                if elapsed.is_multiple_of(self.video_every_ms) {
                     c.send_video(now);
+                    touched = true;
                 }
-                if elapsed.is_multiple_of(20) {
-                    c.send_audio(now);
+                if let Some(a) = self.audio_every_ms {
+                    if elapsed.is_multiple_of(a) {
+                        c.send_audio(now);
+                        touched = true;
+                    }
                 }
             }
             if c.next <= now {
                 let _ = c.rtc.handle_input(Input::Timeout(now));
+                touched = true;
+            }
+            if touched {
+                self.mark(i);
             }
         }
         self.sfu.handle_timeout(now);
         // Move datagrams until nothing is left in flight this millisecond.
         for _ in 0..100 {
             let mut moved = false;
-            for i in 0..self.clients.len() {
+            let batch = std::mem::take(&mut self.to_poll);
+            for &i in &batch {
+                self.marked[i] = false;
+            }
+            for &i in &batch {
                 let out = self.clients[i].poll(now);
                 for (src, dest, bytes) in out {
                     moved = true;
@@ -265,15 +308,17 @@ impl World {
                 .collect();
             for (dest, bytes) in sent {
                 moved = true;
-                if let Some(c) = self.clients.iter_mut().find(|c| c.addr == dest) {
+                if let Some(&i) = self.by_addr.get(&dest) {
+                    let c = &mut self.clients[i];
                     let dropped = c.loss_percent > 0 && self.rng.next() % 100 < c.loss_percent;
                     if c.online && !dropped {
                         c.receive(now, self.server, &bytes);
+                        self.mark(i);
                     }
                 }
             }
             moved |= self.route_signals();
-            if !moved {
+            if !moved && self.to_poll.is_empty() {
                 break;
             }
         }
@@ -284,7 +329,9 @@ impl World {
         let mut any = false;
         while let Some((pid, s)) = self.sfu.poll_signal() {
             any = true;
-            if let Some(c) = self.clients.iter_mut().find(|c| c.pid == Some(pid)) {
+            if let Some(i) = self.clients.iter().position(|c| c.pid == Some(pid)) {
+                self.mark(i);
+                let c = &mut self.clients[i];
                 match &s {
                     Signal::Offer { sdp } => {
                         let offer = SdpOffer::from_sdp_string(sdp).expect("server offer parses");
@@ -460,6 +507,11 @@ impl Client {
         out
     }
 
+    /// Video frames this client has sent (each of its layers counts once).
+    pub fn video_frames_sent(&self) -> u64 {
+        self.frame_no
+    }
+
     pub fn video_frames(&self) -> Vec<&Frame> {
         self.frames
             .iter()
@@ -520,6 +572,8 @@ impl World {
         let pid = self.pid(i);
         let c = &mut self.clients[i];
         c.old_addrs.push(c.addr);
+        self.by_addr.remove(&c.addr);
+        self.by_addr.insert(new, i);
         c.addr = new;
         let mut api = c.rtc.sdp_api();
         api.ice_restart(false);
