@@ -128,17 +128,9 @@ impl Sfu {
         let replaced = (req.kind != PeerKind::Whep)
             .then(|| self.rooms.get(&req.room))
             .flatten()
-            .and_then(|r| {
-                r.participants
-                    .values()
-                    .find(|p| p.identity == req.identity && p.kind == req.kind)
-                    .map(|p| p.id)
-            });
-        let present = self
-            .rooms
-            .get(&req.room)
-            .map_or(0, |r| r.participants.len())
-            - usize::from(replaced.is_some());
+            .and_then(|r| r.find(&req.identity, req.kind));
+        let present =
+            self.rooms.get(&req.room).map_or(0, |r| r.len()) - usize::from(replaced.is_some());
         if present >= self.config.max_participants_per_room {
             return Err(SfuError::RoomFull(present));
         }
@@ -183,7 +175,7 @@ impl Sfu {
             .rooms
             .entry(req.room.clone())
             .or_insert_with(|| Room::new(req.room.clone()));
-        let participants = room.participants.values().map(|p| p.info()).collect();
+        let participants = room.infos();
         let tracks = room.tracks.values().map(|t| t.info()).collect();
         let name: Arc<str> = Arc::from(req.room.as_str());
         room.add(p, &mut self.out);
@@ -251,17 +243,13 @@ impl Sfu {
             .get_mut(room)
             .ok_or_else(|| SfuError::NothingToTap(room.to_string()))?;
         let pid = match who {
-            TapWho::Participant(p) if r.participants.contains_key(p) => Some(*p),
+            TapWho::Participant(p) if r.contains(*p) => Some(*p),
             TapWho::Participant(_) => None,
             TapWho::Identity(i) => r.tap_candidate(Some(i)),
             TapWho::Broadcaster => r.tap_candidate(None),
         }
         .ok_or_else(|| SfuError::NothingToTap(room.to_string()))?;
-        let who = r
-            .participants
-            .get(&pid)
-            .map(|p| p.identity.clone())
-            .unwrap_or_default();
+        let who = r.identity_of(pid).unwrap_or_default().to_string();
         let (sink, rx, dropped) = crate::tap::channel(pid);
         r.add_tap(sink);
         info!(%room, participant = %pid, identity = %who, "media tapped for egress");
@@ -348,13 +336,11 @@ impl Sfu {
     ) -> Result<usize, SfuError> {
         let r = self.rooms.get(room).ok_or(SfuError::UnknownRoom)?;
         let mut n = 0;
-        for p in r.participants.values() {
-            if p.kind != crate::signal::PeerKind::Room
-                || to.is_some_and(|ids| !ids.contains(&p.identity))
-            {
+        for (pid, identity) in r.room_clients() {
+            if to.is_some_and(|ids| !ids.iter().any(|i| i == identity)) {
                 continue;
             }
-            self.out.signal(p.id, Signal::Data(data.clone()));
+            self.out.signal(pid, Signal::Data(data.clone()));
             n += 1;
         }
         Ok(n)
@@ -365,7 +351,7 @@ impl Sfu {
         let mut v: Vec<_> = self
             .rooms
             .iter()
-            .map(|(n, r)| (n.to_string(), r.participants.len(), r.tracks.len()))
+            .map(|(n, r)| (n.to_string(), r.len(), r.tracks.len()))
             .collect();
         v.sort();
         v
@@ -411,11 +397,7 @@ impl Sfu {
     }
 
     fn drop_room_if_empty(&mut self, name: &str) {
-        if self
-            .rooms
-            .get(name)
-            .is_some_and(|r| r.participants.is_empty())
-        {
+        if self.rooms.get(name).is_some_and(|r| r.is_empty()) {
             self.rooms.remove(name);
             info!(room = %name, "room closed");
             self.out.event("room_finished", name, None, None);
@@ -480,24 +462,16 @@ impl Sfu {
         let Some(room) = self.rooms.get_mut(&**name) else {
             return false;
         };
-        if let Some(p) = room.participants.get_mut(&pid) {
-            if let Err(e) = p.rtc.handle_input(input) {
-                // Malformed or undecryptable input: str0m refuses it; the peer stays.
-                SfuMetrics::inc(&self.out.metrics.datagrams_bad, 1);
-                debug!(participant = %pid, "input refused: {e}");
-            }
-            p.last_rx = Some(now);
+        if !room.receive(now, pid, input) {
+            // Malformed or undecryptable input: str0m refuses it; the peer stays.
+            SfuMetrics::inc(&self.out.metrics.datagrams_bad, 1);
         }
         self.drain_room_of(now, pid);
         true
     }
 
     fn find_acceptor(&self, input: &Input) -> Option<ParticipantId> {
-        self.rooms
-            .values()
-            .flat_map(|r| r.participants.values())
-            .find(|p| p.rtc.accepts(input))
-            .map(|p| p.id)
+        self.rooms.values().find_map(|r| r.acceptor(input))
     }
 
     fn drain_room_of(&mut self, now: Instant, pid: ParticipantId) {
@@ -535,20 +509,9 @@ impl Sfu {
                 continue;
             };
             if let Some(room) = self.rooms.get_mut(&*name) {
-                if let Some(p) = room.participants.get_mut(&pid) {
-                    if p.scheduled == Some(at) {
-                        p.scheduled = None;
-                    }
-                }
-                room.timeout(now, pid);
-                if let Some(p) = room.participants.get_mut(&pid) {
-                    // Keep one timer queued for this participant's next deadline.
-                    if let Some(next) = p.next_timeout.filter(|t| *t > now) {
-                        if p.scheduled.is_none_or(|s| next < s) {
-                            p.scheduled = Some(next);
-                            self.out.schedule(next, pid);
-                        }
-                    }
+                // Keep one timer queued for this participant's next deadline.
+                if let Some(next) = room.timer_fired(now, pid, at) {
+                    self.out.schedule(next, pid);
                 }
             }
             self.drain_room(now, &name, None);
@@ -614,10 +577,7 @@ impl Sfu {
 
     /// Participants of a room (for the HTTP API).
     pub fn room_participants(&self, room: &str) -> Vec<ParticipantInfo> {
-        self.rooms
-            .get(room)
-            .map(|r| r.participants.values().map(|p| p.info()).collect())
-            .unwrap_or_default()
+        self.rooms.get(room).map(|r| r.infos()).unwrap_or_default()
     }
 
     pub fn room_tracks(&self, room: &str) -> Vec<TrackInfo> {

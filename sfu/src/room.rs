@@ -13,7 +13,7 @@ use crate::layer::{choose_layer, rid_rank, Quality};
 use crate::metrics::SfuMetrics;
 use crate::outbox::Outbox;
 use crate::participant::{Expect, Participant};
-use crate::signal::{MuteTarget, PeerKind, Signal};
+use crate::signal::{MuteTarget, ParticipantInfo, PeerKind, Signal};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{Answered, SubState, Subscription, Wants};
 use crate::tap::TapSink;
@@ -28,7 +28,7 @@ const AUDIO_BPS: u64 = 64_000;
 
 pub struct Room {
     pub name: String,
-    pub participants: HashMap<ParticipantId, Participant>,
+    participants: HashMap<ParticipantId, Participant>,
     pub tracks: HashMap<TrackId, Track>,
     speakers: SpeakerDetector,
     /// Participants with output to drain; each also carries a `dirty` flag so it is queued once.
@@ -200,6 +200,89 @@ impl Room {
                 participant: track.owner,
             },
         );
+    }
+
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    pub fn contains(&self, pid: ParticipantId) -> bool {
+        self.participants.contains_key(&pid)
+    }
+
+    /// The participant of `identity` and `kind` already here (a second join replaces it).
+    pub fn find(&self, identity: &str, kind: PeerKind) -> Option<ParticipantId> {
+        self.participants
+            .values()
+            .find(|p| p.identity == identity && p.kind == kind)
+            .map(|p| p.id)
+    }
+
+    pub fn identity_of(&self, pid: ParticipantId) -> Option<&str> {
+        self.participants.get(&pid).map(|p| p.identity.as_str())
+    }
+
+    /// Everyone here, as `joined` and the room service API list them.
+    pub fn infos(&self) -> Vec<ParticipantInfo> {
+        self.participants.values().map(|p| p.info()).collect()
+    }
+
+    /// Room clients (those with signaling), with their identities.
+    pub fn room_clients(&self) -> impl Iterator<Item = (ParticipantId, &str)> {
+        self.participants
+            .values()
+            .filter(|p| p.kind == PeerKind::Room)
+            .map(|p| (p.id, p.identity.as_str()))
+    }
+
+    /// The participant whose transport takes `input` (a first datagram from a new address).
+    pub fn acceptor(&self, input: &transport::Input) -> Option<ParticipantId> {
+        self.participants
+            .values()
+            .find(|p| p.rtc.accepts(input))
+            .map(|p| p.id)
+    }
+
+    /// One datagram for a participant's transport; false when str0m refused it.
+    pub fn receive(&mut self, now: Instant, pid: ParticipantId, input: transport::Input) -> bool {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return true;
+        };
+        p.last_rx = Some(now);
+        match p.rtc.handle_input(input) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(participant = %pid, "input refused: {e}");
+                false
+            }
+        }
+    }
+
+    /// A timer queued for `pid` at `at` fired: runs its timeout and returns the next deadline
+    /// to queue, if one is due later and none earlier is queued already.
+    pub fn timer_fired(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        at: Instant,
+    ) -> Option<Instant> {
+        if let Some(p) = self.participants.get_mut(&pid) {
+            if p.scheduled == Some(at) {
+                p.scheduled = None;
+            }
+        }
+        self.timeout(now, pid);
+        let p = self.participants.get_mut(&pid)?;
+        let next = p.next_timeout.filter(|t| *t > now)?;
+        if p.scheduled.is_some_and(|s| s <= next) {
+            return None;
+        }
+        p.scheduled = Some(next);
+        Some(next)
     }
 
     /// Feeds a timeout to one participant.
