@@ -297,7 +297,7 @@ impl Sfu {
         r
     }
 
-    /// The room service API mutes a track of `room` (it cannot unmute: only owners do).
+    /// The room service API mutes a track of `room` (it cannot unmute: only its publisher does).
     pub fn mute_in(&mut self, now: Instant, room: &str, track: TrackId) -> Result<(), SfuError> {
         let r = self.rooms.get_mut(room).ok_or(SfuError::UnknownTrack)?;
         let res = r.set_muted(

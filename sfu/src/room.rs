@@ -114,11 +114,16 @@ impl Room {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        if track.owner == pid || p.subs.iter().any(|s| s.track == tid) {
+        if track.publisher == pid || p.subs.iter().any(|s| s.track == tid) {
             return;
         }
-        p.subs
-            .push(Subscription::new(tid, track.owner, track.kind, state, pref));
+        p.subs.push(Subscription::new(
+            tid,
+            track.publisher,
+            track.kind,
+            state,
+            pref,
+        ));
         track.subscribers.push(pid);
         // Dynacast and layer targets see the newcomer at once, not at the next tick.
         track.announced = None;
@@ -194,10 +199,10 @@ impl Room {
         }
         self.broadcast(
             out,
-            Some(track.owner),
+            Some(track.publisher),
             &Signal::TrackUnpublished {
                 track: tid,
-                participant: track.owner,
+                participant: track.publisher,
             },
         );
     }
@@ -470,11 +475,11 @@ impl Room {
         let pick = self
             .tracks
             .values()
-            .filter(|t| t.kind == kind && t.owner != pid)
+            .filter(|t| t.kind == kind && t.publisher != pid)
             .min_by_key(|t| {
                 let whip = self
                     .participants
-                    .get(&t.owner)
+                    .get(&t.publisher)
                     .is_some_and(|o| o.kind == PeerKind::Whip);
                 (!whip, t.id)
             })
@@ -606,10 +611,10 @@ impl Room {
         SfuMetrics::inc(&out.metrics.frames_forwarded, frames);
         SfuMetrics::inc(&out.metrics.bytes_forwarded, bytes);
         if want_keyframe.iter().any(|w| *w) {
-            let (mid, owner) = (track.mid, track.owner);
+            let (mid, publisher) = (track.mid, track.publisher);
             for (i, layer) in track.layers.iter_mut().enumerate() {
                 if want_keyframe[i] && layer.keyframes.allow(now) {
-                    request_keyframe(participants, dirty, owner, mid, layer.rid, out);
+                    request_keyframe(participants, dirty, publisher, mid, layer.rid, out);
                 }
             }
         }
@@ -648,7 +653,7 @@ impl Room {
         } = self;
         for track in tracks
             .values_mut()
-            .filter(|t| t.owner == publisher && t.kind == MediaKind::Video)
+            .filter(|t| t.publisher == publisher && t.kind == MediaKind::Video)
         {
             let mid = track.mid;
             let top = track.layers.len().saturating_sub(1);
@@ -678,13 +683,13 @@ impl Room {
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
-        let (tmid, owner) = (track.mid, track.owner);
+        let (tmid, publisher) = (track.mid, track.publisher);
         if let Some(l) = track.layers.get_mut(layer) {
             if l.keyframes.allow(now) {
                 request_keyframe(
                     &mut self.participants,
                     &mut self.dirty,
-                    owner,
+                    publisher,
                     tmid,
                     l.rid,
                     out,
@@ -693,7 +698,7 @@ impl Room {
         }
     }
 
-    /// Mutes or unmutes tracks. Their owner may do both; a moderator may mute anyone's but
+    /// Mutes or unmutes tracks. Their publisher may do both; a moderator may mute anyone's but
     /// unmute only its own (a moderator turning on someone's microphone is not a thing).
     /// `by: None` is the server API (an admin token, no participant): a moderator.
     pub fn set_muted(
@@ -715,9 +720,9 @@ impl Room {
         let tids: Vec<TrackId> = match target {
             MuteTarget::Track(t) => {
                 let track = self.tracks.get(&t).ok_or(SfuError::UnknownTrack)?;
-                if Some(track.owner) != by && !(moderator && muted) {
+                if Some(track.publisher) != by && !(moderator && muted) {
                     return Err(SfuError::Forbidden(
-                        "only a track's owner may unmute it, and only a moderator may mute another's",
+                        "only a track's publisher may unmute it, and only a moderator may mute another's",
                     ));
                 }
                 vec![t]
@@ -725,7 +730,7 @@ impl Room {
             MuteTarget::Own(kind) => self
                 .tracks
                 .values()
-                .filter(|t| Some(t.owner) == by && t.kind_name() == kind)
+                .filter(|t| Some(t.publisher) == by && t.kind_name() == kind)
                 .map(|t| t.id)
                 .collect(),
         };
@@ -737,17 +742,17 @@ impl Room {
                 continue;
             }
             track.muted = muted;
-            let (owner, mid, kind, kind_name) =
-                (track.owner, track.mid, track.kind, track.kind_name());
+            let (publisher, mid, kind, kind_name) =
+                (track.publisher, track.mid, track.kind, track.kind_name());
             let rids: Vec<Option<Rid>> = track.layers.iter().map(|l| l.rid).collect();
-            info!(room = %self.name, participant = %owner, track = %tid, muted, by = %by_identity, "track mute changed");
+            info!(room = %self.name, participant = %publisher, track = %tid, muted, by = %by_identity, "track mute changed");
             if !muted && kind == MediaKind::Video {
                 // Subscribers' decoders start again from a keyframe.
                 for rid in rids {
                     request_keyframe(
                         &mut self.participants,
                         &mut self.dirty,
-                        owner,
+                        publisher,
                         mid,
                         rid,
                         out,
@@ -759,7 +764,7 @@ impl Room {
                 None,
                 &Signal::TrackMuted {
                     track: tid,
-                    participant: owner,
+                    participant: publisher,
                     kind: kind_name,
                     muted,
                     by: by_identity.clone(),
@@ -999,15 +1004,18 @@ impl Room {
             if !track.is_simulcast() {
                 continue;
             }
-            let Some(owner) = participants.get(&track.owner) else {
+            let Some(publisher) = participants.get(&track.publisher) else {
                 continue;
             };
-            if owner.kind != PeerKind::Room {
+            if publisher.kind != PeerKind::Room {
                 continue;
             }
             let mut needed = [false; MAX_LAYERS];
             // An egress tap takes the best layer.
-            if taps.iter().any(|t| t.publisher == track.owner && !t.closed) {
+            if taps
+                .iter()
+                .any(|t| t.publisher == track.publisher && !t.closed)
+            {
                 needed[track.layers.len().saturating_sub(1).min(MAX_LAYERS - 1)] = true;
             }
             for sid in &track.subscribers {
@@ -1032,7 +1040,7 @@ impl Room {
                     .filter_map(|(_, l)| l.rid.map(|r| r.to_string()))
                     .collect();
                 out.signal(
-                    track.owner,
+                    track.publisher,
                     Signal::LayersNeeded {
                         track: track.id,
                         mid: track.mid.to_string(),
@@ -1051,12 +1059,12 @@ fn track_active(track: &Track, layer: usize, now: Instant) -> bool {
 fn request_keyframe(
     participants: &mut HashMap<ParticipantId, Participant>,
     dirty: &mut Vec<ParticipantId>,
-    owner: ParticipantId,
+    publisher: ParticipantId,
     mid: Mid,
     rid: Option<Rid>,
     out: &mut Outbox,
 ) {
-    let Some(p) = participants.get_mut(&owner) else {
+    let Some(p) = participants.get_mut(&publisher) else {
         return;
     };
     let requested = {
@@ -1070,11 +1078,11 @@ fn request_keyframe(
         w.request_keyframe(rid, KeyframeRequestKind::Pli)
     };
     if let Err(e) = requested {
-        debug!(participant = %owner, "keyframe request failed: {e}");
+        debug!(participant = %publisher, "keyframe request failed: {e}");
         return;
     }
     SfuMetrics::inc(&out.metrics.keyframe_requests, 1);
-    Room::mark_dirty(participants, dirty, owner);
+    Room::mark_dirty(participants, dirty, publisher);
 }
 
 /// Whether an ICE candidate line names its address as an mDNS host name (`<uuid>.local`).

@@ -44,7 +44,7 @@ pub struct TrackInfo {
     pub kind: MediaKindName,
     /// Simulcast layer rids, lowest quality first; empty when not simulcast.
     pub layers: Vec<String>,
-    /// Nothing of it is forwarded (its owner or a moderator muted it).
+    /// Nothing of it is forwarded (its publisher or a moderator muted it).
     pub muted: bool,
 }
 

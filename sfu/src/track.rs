@@ -42,15 +42,15 @@ impl Layer {
 #[derive(Debug)]
 pub struct Track {
     pub id: TrackId,
-    pub owner: ParticipantId,
-    pub owner_identity: String,
+    pub publisher: ParticipantId,
+    pub publisher_identity: String,
     pub mid: Mid,
     pub kind: MediaKind,
     pub layers: Vec<Layer>,
     pub subscribers: Vec<ParticipantId>,
     /// Dynacast: the layer set last announced to the publisher.
     pub announced: Option<[bool; MAX_LAYERS]>,
-    /// Muted by its owner or a moderator: nothing of it is forwarded (whatever the client
+    /// Muted by its publisher or a moderator: nothing of it is forwarded (whatever the client
     /// keeps sending), and everyone is told.
     pub muted: bool,
 }
@@ -59,8 +59,8 @@ impl Track {
     /// `rids` in quality order; empty for a single-layer track.
     pub fn new(
         id: TrackId,
-        owner: ParticipantId,
-        owner_identity: String,
+        publisher: ParticipantId,
+        publisher_identity: String,
         mid: Mid,
         kind: MediaKind,
         rids: Vec<Rid>,
@@ -75,8 +75,8 @@ impl Track {
         };
         Track {
             id,
-            owner,
-            owner_identity,
+            publisher,
+            publisher_identity,
             mid,
             kind,
             layers,
@@ -120,8 +120,8 @@ impl Track {
     pub fn info(&self) -> TrackInfo {
         TrackInfo {
             id: self.id,
-            participant: self.owner,
-            identity: self.owner_identity.clone(),
+            participant: self.publisher,
+            identity: self.publisher_identity.clone(),
             kind: self.kind_name(),
             layers: self
                 .layers

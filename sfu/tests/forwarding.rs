@@ -253,7 +253,7 @@ fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
     let now = w.now;
     w.sfu
         .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), true)
-        .expect("the owner mutes its audio");
+        .expect("the publisher mutes its audio");
     let audio_before = w.client(v).audio_frames();
     let video_before = w.client(v).video_frames().len();
     w.run(Duration::from_secs(2));
@@ -288,7 +288,7 @@ fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
     assert!(matches!(mute, Err(SfuError::Forbidden(_))), "{mute:?}");
     w.sfu
         .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), false)
-        .expect("the owner unmutes");
+        .expect("the publisher unmutes");
     let audio_muted = w.client(v).audio_frames();
     w.run(Duration::from_secs(2));
     assert!(
