@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu::tap::{RtpPacketizer, Tap, TapCodec, TapFrame};
-use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
+use transcoder::testsrc::{RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{AudioInput, Transcoder, VideoCodec, VideoInput};
 
 use crate::frame_size::FrameSize;
@@ -242,7 +242,7 @@ impl Source {
                 width,
                 height,
             } => {
-                let src = RtpSource::start_pattern(Codec::Vp8, width, height, "smpte")?;
+                let src = RtpSource::start_pattern(VideoCodec::Vp8, width, height, "smpte")?;
                 let t = Instant::now();
                 let limit = seconds.map(Duration::from_secs);
                 while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| t.elapsed() < l) {

@@ -154,8 +154,7 @@ async fn an_audio_only_broadcast_goes_live() {
         .expect("starts")
         .id;
     let sender = std::thread::spawn(move || {
-        let src = transcoder::testsrc::RtpSource::start(transcoder::testsrc::Codec::Vp8, 320, 180)
-            .expect("source");
+        let src = transcoder::testsrc::RtpSource::start(VideoCodec::Vp8, 320, 180).expect("source");
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(10) {
             while let Some(p) = src.next_audio() {

@@ -5,6 +5,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::spec::VideoCodec;
+
 /// A small ladder that a 2-core machine encodes in real time beside its source.
 pub fn test_ladder() -> ladders::Ladder {
     let text = r#"
@@ -51,12 +53,6 @@ keyframe_interval_s = 2.0
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Codec {
-    Vp8,
-    H264,
-}
-
 /// A live GStreamer sender: test video (VP8 or H.264) and Opus audio, payloaded to RTP.
 pub struct RtpSource {
     pipeline: gst::Pipeline,
@@ -67,7 +63,7 @@ pub struct RtpSource {
 
 impl RtpSource {
     pub fn start(
-        codec: Codec,
+        codec: VideoCodec,
         width: u32,
         height: u32,
     ) -> Result<RtpSource, crate::TranscodeError> {
@@ -77,7 +73,7 @@ impl RtpSource {
     /// As [`RtpSource::start`] with another `videotestsrc` pattern (e.g. `smpte` for a
     /// picture a person can recognise; `snow` is the hardest to compress).
     pub fn start_pattern(
-        codec: Codec,
+        codec: VideoCodec,
         width: u32,
         height: u32,
         pattern: &str,
@@ -94,10 +90,10 @@ impl RtpSource {
         let enc = match codec {
             // Real-time VP8 as browsers send it; snow keeps the content hard to compress so the
             // ladder's rate control is exercised rather than idling.
-            Codec::Vp8 => format!(
+            VideoCodec::Vp8 => format!(
                 "vp8enc deadline=1 cpu-used=8 target-bitrate=2500000 keyframe-max-dist=90 ! rtpvp8pay pt={VIDEO_PT} mtu=1200"
             ),
-            Codec::H264 => format!(
+            VideoCodec::H264 => format!(
                 "x264enc tune=zerolatency speed-preset=ultrafast bitrate=6000 key-int-max=90 \
                  ! video/x-h264,profile=constrained-baseline ! rtph264pay pt={VIDEO_PT} mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
             ),

@@ -10,7 +10,7 @@ use transcoder::{RenditionId, Transcoder, VideoCodec};
 
 #[test]
 fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change() {
-    let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
+    let src = RtpSource::start(VideoCodec::Vp8, 640, 360).expect("source");
     let (tc, rx) = Transcoder::start(test_spec(VideoCodec::Vp8)).expect("start");
     let faults = Faults {
         loss: 0.05,
@@ -86,7 +86,7 @@ fn output_keeps_flowing_through_loss_reordering_garbage_resize_and_ssrc_change()
 /// other rungs share.
 #[test]
 fn a_shed_rung_stops_at_a_segment_boundary_and_comes_back_on_the_grid() {
-    let src = RtpSource::start(Codec::Vp8, 640, 360).expect("source");
+    let src = RtpSource::start(VideoCodec::Vp8, 640, 360).expect("source");
     let (tc, rx) = Transcoder::start(test_spec(VideoCodec::Vp8)).expect("start");
     let top = test_ladder().rungs.len() - 1;
     let faults = Faults {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use transcoder::{RenditionId, Transcoder, VideoCodec};
 
-fn check_clean_run(codec: Codec, vcodec: VideoCodec) {
+fn check_clean_run(codec: VideoCodec, vcodec: VideoCodec) {
     let src = RtpSource::start(codec, 640, 360).expect("source");
     let (tc, rx) = Transcoder::start(test_spec(vcodec)).expect("start");
     let (out, stats) = run(tc, rx, &src, 20, Faults::default());
@@ -139,10 +139,10 @@ fn check_clean_run(codec: Codec, vcodec: VideoCodec) {
 
 #[test]
 fn vp8_source_makes_every_rendition() {
-    check_clean_run(Codec::Vp8, VideoCodec::Vp8);
+    check_clean_run(VideoCodec::Vp8, VideoCodec::Vp8);
 }
 
 #[test]
 fn h264_source_makes_every_rendition() {
-    check_clean_run(Codec::H264, VideoCodec::H264);
+    check_clean_run(VideoCodec::H264, VideoCodec::H264);
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use egress::{Egress, HlsSettings, RtpPacket, Source, StartRequest};
 use hls::{FsStore, SigningKeys, Store};
-use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
+use transcoder::testsrc::{RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{AudioInput, VideoCodec, VideoInput};
 
 #[derive(Parser)]
@@ -113,7 +113,7 @@ async fn main() -> Result<()> {
     let sender = {
         let (seconds, first_sent) = (a.seconds, first_sent.clone());
         std::thread::spawn(move || -> Result<()> {
-            let src = RtpSource::start_pattern(Codec::Vp8, 640, 360, "smpte")?;
+            let src = RtpSource::start_pattern(VideoCodec::Vp8, 640, 360, "smpte")?;
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(seconds) {
                 let mut idle = true;

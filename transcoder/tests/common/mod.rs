@@ -11,7 +11,7 @@ use gstreamer::prelude::*;
 use ladders::Ladder;
 use rand::{Rng, SeedableRng};
 #[allow(unused_imports)]
-pub use transcoder::testsrc::{Codec, RtpSource, AUDIO_PT, VIDEO_PT};
+pub use transcoder::testsrc::{RtpSource, AUDIO_PT, VIDEO_PT};
 use transcoder::{
     AudioInput, Event, RenditionId, TranscodeSpec, Transcoder, VideoCodec, VideoInput,
 };
