@@ -11,10 +11,10 @@ use tracing::{info, warn};
 use transcoder::{Event, RenditionId, TranscodeSpec, Transcoder};
 
 use crate::job_core::{Action, JobCore, ShedPolicy, Tick};
+use crate::renditions::{rendition_infos, rendition_name};
 use crate::settings::HlsSettings;
 use crate::source::Source;
 use crate::status::{now, JobShared, JobState};
-use crate::tracks::{track_infos, track_name};
 
 pub(crate) struct JobRun {
     pub webhooks: crate::webhook::Webhooks,
@@ -116,7 +116,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
             window: job.settings.window,
             delete_old: !job.settings.keep_recording,
         },
-        track_infos(&job.ladder)
+        rendition_infos(&job.ladder)
             .into_iter()
             .filter(|t| {
                 if t.is_audio {
@@ -157,7 +157,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         Some(_) => RenditionId::Video(0),
         None => RenditionId::Audio,
     };
-    let reference_name = track_name(reference);
+    let reference_name = rendition_name(reference);
     let target = Duration::from_secs_f64(segment_target.round().max(1.0));
     let video_rungs = if video.is_some() {
         job.ladder.rungs.len()
@@ -194,7 +194,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                         .await;
                 }
                 Action::Shed { rung, reason } => {
-                    let name = track_name(RenditionId::Video(rung));
+                    let name = rendition_name(RenditionId::Video(rung));
                     warn!(job = %job.prefix, rendition = %name, %reason, "egress: rung shed");
                     tc.set_shed(rung, true);
                     readding.remove(&rung);
@@ -202,7 +202,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                     meter.forget(RenditionId::Video(rung));
                 }
                 Action::Readd { rung } => {
-                    let name = track_name(RenditionId::Video(rung));
+                    let name = rendition_name(RenditionId::Video(rung));
                     info!(job = %job.prefix, rendition = %name, "egress: rung re-added");
                     tc.set_shed(rung, false);
                     readding.insert(rung);
@@ -250,7 +250,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                 shared.update(|s| s.input_dropped_pct = (input_dropped * 1000.0).round() / 10.0);
                 let job_speed = meter.job();
                 let changes = core.changes().to_vec();
-                let shed: Vec<String> = core.shed().iter().map(|i| track_name(RenditionId::Video(*i))).collect();
+                let shed: Vec<String> = core.shed().iter().map(|i| rendition_name(RenditionId::Video(*i))).collect();
                 shared.update(|s| {
                     s.packets_in = st.packets_in;
                     s.packets_rejected = st.packets_rejected;
@@ -278,12 +278,12 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
         let Some(ev) = ev else { break };
         match ev {
             Event::Init(i) => {
-                for o in packager.on_init(&track_name(i.rendition), i.data) {
+                for o in packager.on_init(&rendition_name(i.rendition), i.data) {
                     uploader.put(o).await;
                 }
             }
             Event::Part(p) => {
-                let name = track_name(p.rendition);
+                let name = rendition_name(p.rendition);
                 if let RenditionId::Video(i) = p.rendition {
                     if core.is_shed(p.rendition) {
                         // Only the tail of the segment open at the shed still belongs: a shed
@@ -330,7 +330,7 @@ async fn run_inner(job: JobRun, source: Source, shared: &Arc<JobShared>) -> Resu
                             let behind: Vec<usize> =
                                 core.shed().iter().chain(readding.iter()).copied().collect();
                             for i in behind {
-                                let t = track_name(RenditionId::Video(i));
+                                let t = rendition_name(RenditionId::Video(i));
                                 let objs = packager.fill_gaps(&t, msn + 1, duration, pdt);
                                 put_all(&uploader, objs).await;
                                 if let Some(pos) = packager.position(&t) {
@@ -400,7 +400,7 @@ fn variant_sets(ladder: &Ladder) -> Vec<(String, Vec<String>)> {
             (set.len() < ladder.rungs.len()).then(|| {
                 let tracks = set
                     .into_iter()
-                    .map(|i| track_name(RenditionId::Video(i)))
+                    .map(|i| rendition_name(RenditionId::Video(i)))
                     .collect();
                 (name.to_string(), tracks)
             })

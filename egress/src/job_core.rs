@@ -332,7 +332,7 @@ impl JobCore {
     fn record(&mut self, now: Duration, rung: usize, change: &str, reason: String) {
         self.changes.push(RungChange {
             at_s: (now.as_secs_f64() * 10.0).round() / 10.0,
-            rendition: crate::tracks::track_name(RenditionId::Video(rung)),
+            rendition: crate::renditions::rendition_name(RenditionId::Video(rung)),
             change: change.into(),
             reason,
         });

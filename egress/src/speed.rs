@@ -79,7 +79,7 @@ impl SpeedMeter {
                 Some((
                     *r,
                     RenditionSpeed {
-                        rendition: crate::tracks::track_name(*r),
+                        rendition: crate::renditions::rendition_name(*r),
                         speed: (speed * 1000.0).round() / 1000.0,
                         lag_ms: t1.saturating_sub(e1).as_millis() as u64,
                     },

@@ -13,7 +13,7 @@ mod uploader;
 
 pub use object::{cache_control, content_type, Object};
 pub use origin::{LiveIndex, LiveListener, Origin, Response};
-pub use packager::{Packager, PackagerConfig, Position, ResumeError, TrackInfo};
+pub use packager::{Packager, PackagerConfig, Position, RenditionInfo, ResumeError};
 pub use playlist::{
     open_tail, render_master, segments_from, MediaState, OpenTail, PartEntry, SegmentEntry,
     VariantEntry, View,

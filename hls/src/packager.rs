@@ -18,7 +18,7 @@ pub enum ResumeError {
 
 /// A track the packager writes: a video rendition or the audio.
 #[derive(Clone, Debug)]
-pub struct TrackInfo {
+pub struct RenditionInfo {
     /// Short name used in object keys and playlists, e.g. "v0", "audio".
     pub name: String,
     pub codecs: String,
@@ -43,7 +43,7 @@ pub struct PackagerConfig {
 
 #[derive(Debug)]
 struct Track {
-    info: TrackInfo,
+    info: RenditionInfo,
     state: MediaState,
     /// Parts' bytes of the open segment, concatenated into the full segment when it closes.
     open_bytes: Vec<u8>,
@@ -78,7 +78,7 @@ fn secs(d: std::time::Duration) -> f64 {
 }
 
 impl Packager {
-    pub fn new(cfg: PackagerConfig, tracks: Vec<TrackInfo>) -> Packager {
+    pub fn new(cfg: PackagerConfig, tracks: Vec<RenditionInfo>) -> Packager {
         let tracks = tracks
             .into_iter()
             .map(|info| {
@@ -510,7 +510,7 @@ impl Packager {
         keys
     }
 
-    pub fn tracks(&self) -> impl Iterator<Item = &TrackInfo> {
+    pub fn tracks(&self) -> impl Iterator<Item = &RenditionInfo> {
         self.tracks.values().map(|t| &t.info)
     }
 
@@ -572,7 +572,7 @@ mod tests {
             window: 6,
             delete_old: false,
         };
-        let track = TrackInfo {
+        let track = RenditionInfo {
             name: "v0".into(),
             codecs: "avc1.4d401e".into(),
             resolution: Some((640, 360)),

@@ -6,19 +6,19 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use hls::{Object, Packager, PackagerConfig, TrackInfo};
+use hls::{Object, Packager, PackagerConfig, RenditionInfo};
 use m3u8_rs::{parse_master_playlist_res, parse_media_playlist_res, MediaPlaylist};
 
-fn tracks() -> Vec<TrackInfo> {
+fn tracks() -> Vec<RenditionInfo> {
     vec![
-        TrackInfo {
+        RenditionInfo {
             name: "v0".into(),
             codecs: "avc1.4d401e".into(),
             resolution: Some((640, 360)),
             frame_rate: Some(30.0),
             is_audio: false,
         },
-        TrackInfo {
+        RenditionInfo {
             name: "audio".into(),
             codecs: "mp4a.40.2".into(),
             resolution: None,
@@ -409,11 +409,11 @@ fn open_tail_reads_the_open_segment() {
     }
 }
 
-fn two_rungs() -> Vec<TrackInfo> {
+fn two_rungs() -> Vec<RenditionInfo> {
     let mut t = tracks();
     t.insert(
         1,
-        TrackInfo {
+        RenditionInfo {
             name: "v1".into(),
             codecs: "avc1.4d401f".into(),
             resolution: Some((1280, 720)),

@@ -29,7 +29,8 @@ impl Encoded {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Quality {
+/// How close an encode is to its source (PSNR, SSIM, VMAF when available).
+pub struct Fidelity {
     pub psnr: f64,
     pub ssim: f64,
     pub vmaf: Option<f64>,
@@ -145,7 +146,7 @@ pub fn measure(
     reference: &Path,
     ref_w: u32,
     ref_h: u32,
-) -> Result<Quality, TranscodeError> {
+) -> Result<Fidelity, TranscodeError> {
     let vmaf = ffmpeg_has_vmaf();
     let (n, extra) = if vmaf {
         (3, ";[d3][r3]libvmaf")
@@ -184,7 +185,7 @@ pub fn measure(
 }
 
 /// Reads `PSNR ... average:36.1` and `SSIM ... All:0.95` (and `VMAF score: 91.2`) lines.
-pub fn parse_quality(log: &str, vmaf: bool) -> Option<Quality> {
+pub fn parse_quality(log: &str, vmaf: bool) -> Option<Fidelity> {
     let field = |tag: &str, key: &str| -> Option<f64> {
         let line = log
             .lines()
@@ -202,7 +203,7 @@ pub fn parse_quality(log: &str, vmaf: bool) -> Option<Quality> {
             Err(_) => None,
         }
     };
-    Some(Quality {
+    Some(Fidelity {
         psnr: field("PSNR", "average:")?,
         ssim: field("SSIM", "All:")?,
         vmaf: if vmaf {
