@@ -341,7 +341,8 @@ test('a document restore held by a frozen bucket does not block joins to documen
     const late = client('warm', 'cleo', { srv: s });
     await waitFor(() => late.provider.synced && late.doc.getText('code').toString() === 'hello', 5_000, 'a join to the warm document while the cold one loads');
     const metrics = await (await fetch(`${s.base}/metrics`)).text();
-    assert.match(metrics, /aula_collab_rooms [1-9]/, 'metrics count the documents meanwhile');
+    assert.match(metrics, /aula_collab_documents [1-9]/, 'metrics count the documents meanwhile');
+    assert.match(metrics, /aula_collab_rooms [1-9]/, 'and under the old name, kept for one release');
     moto.thaw();
     await synced(cold);
   } finally {

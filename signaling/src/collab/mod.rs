@@ -170,7 +170,7 @@ pub struct Collab {
 struct Inner {
     dir: PathBuf,
     settings: CollabSettings,
-    rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
+    rooms: tokio::sync::Mutex<HashMap<String, Arc<Document>>>,
     /// One lock per document being loaded: a load (which may wait on S3) holds only its own
     /// document's, never `rooms`, so joins to other documents go on meanwhile.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -237,10 +237,10 @@ struct Metrics {
     pending_dropped: AtomicU64,
     /// Documents in memory: counted apart from the table so `/metrics` never waits on it
     /// (nor reads 0 while a join holds it).
-    rooms: AtomicU64,
+    documents: AtomicU64,
 }
 
-struct Room {
+struct Document {
     name: String,
     /// The same name, shared with watchers without a copy per update.
     shared_name: Arc<str>,
@@ -342,7 +342,7 @@ impl Ticket {
 
 /// One client's connection to a room's document.
 pub struct Conn {
-    room: Arc<Room>,
+    room: Arc<Document>,
     service: Arc<Inner>,
     id: u64,
     rx: mpsc::Receiver<Queued>,
@@ -453,7 +453,7 @@ impl Collab {
                         Ok(r) => {
                             let mut rooms = self.inner.rooms.lock().await;
                             if rooms.insert(room.to_string(), r.clone()).is_none() {
-                                self.inner.metrics.rooms.fetch_add(1, Ordering::Relaxed);
+                                self.inner.metrics.documents.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(r)
                         }
@@ -506,7 +506,7 @@ impl Collab {
     /// The document in memory, unless absent or poisoned: a panic under its lock (a bug, since
     /// client bytes are handled guarded) leaves its state unusable, and the next join reloads
     /// it from its log rather than refuse everyone.
-    async fn loaded(&self, room: &str) -> Option<Arc<Room>> {
+    async fn loaded(&self, room: &str) -> Option<Arc<Document>> {
         let rooms = self.inner.rooms.lock().await;
         let r = rooms.get(room)?;
         if r.state.is_poisoned() {
@@ -519,7 +519,7 @@ impl Collab {
         Some(r.clone())
     }
 
-    async fn load(&self, room: &str) -> Result<Arc<Room>, CollabError> {
+    async fn load(&self, room: &str) -> Result<Arc<Document>, CollabError> {
         let dir = self.inner.dir.join(room);
         let name = room.to_string();
         let opened = {
@@ -579,7 +579,7 @@ impl Collab {
         .await
         .map_err(|e| CollabError::Corrupt(room.to_string(), e.to_string()))??;
         let (log_tx, log_rx) = mpsc::unbounded_channel();
-        let r = Arc::new(Room {
+        let r = Arc::new(Document {
             name: room.to_string(),
             shared_name: Arc::from(room),
             state: Mutex::new(RoomState {
@@ -612,7 +612,9 @@ impl Collab {
     pub fn render_metrics(&self, out: &mut String) {
         let m = &self.inner.metrics;
         let mut x = metrics_text::Exposition::new(out);
-        x.gauge("aula_collab_rooms", m.rooms.load(Ordering::Relaxed));
+        x.gauge("aula_collab_documents", m.documents.load(Ordering::Relaxed));
+        // The same figure under its old name, kept for one release (dashboards may read it).
+        x.gauge("aula_collab_rooms", m.documents.load(Ordering::Relaxed));
         for (name, v) in [
             ("aula_collab_updates_total", &m.updates),
             ("aula_collab_closed_slow_total", &m.closed_slow),
@@ -1206,7 +1208,7 @@ fn broadcast_with(
 
 /// Commits updates to the journal and the room's log, then broadcasts them; takes snapshots.
 async fn log_task(
-    room: std::sync::Weak<Room>,
+    room: std::sync::Weak<Document>,
     name: Arc<str>,
     service: Arc<Inner>,
     store: SharedStore,
@@ -1335,7 +1337,7 @@ async fn log_task(
 }
 
 /// Hands durable updates to the teacher views watching this document.
-fn notify_watchers(service: &Inner, room: &Room, batch: &[Logged]) {
+fn notify_watchers(service: &Inner, room: &Document, batch: &[Logged]) {
     let Ok(mut ws) = service.watchers.lock() else {
         return;
     };
@@ -1354,7 +1356,7 @@ fn notify_watchers(service: &Inner, room: &Room, batch: &[Logged]) {
 }
 
 /// Removes awareness states not renewed within `timeout` (yrs has no timer of its own).
-async fn expire_task(service: Arc<Inner>, room: std::sync::Weak<Room>, timeout: Duration) {
+async fn expire_task(service: Arc<Inner>, room: std::sync::Weak<Document>, timeout: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(timeout / 2));
     loop {
         tick.tick().await;
@@ -1373,7 +1375,7 @@ async fn expire_task(service: Arc<Inner>, room: std::sync::Weak<Room>, timeout: 
     }
 }
 
-async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
+async fn unload_later(service: Arc<Inner>, room: Arc<Document>) {
     tokio::time::sleep(Duration::from_secs(service.settings.unload_after_s)).await;
     let mut rooms = service.rooms.lock().await;
     let empty = room
@@ -1383,7 +1385,7 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Room>) {
         .unwrap_or(true);
     if empty && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
         if rooms.remove(&room.name).is_some() {
-            service.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
+            service.metrics.documents.fetch_sub(1, Ordering::Relaxed);
         }
         drop(rooms);
         info!(room = %room.name, "collab document unloaded (no clients)");
@@ -1448,7 +1450,7 @@ impl Collab {
 
     /// Full states of the documents in memory named `{prefix}...`.
     pub(crate) async fn states(&self, prefix: &str) -> Vec<(Arc<str>, Vec<u8>)> {
-        let rooms: Vec<Arc<Room>> = self
+        let rooms: Vec<Arc<Document>> = self
             .inner
             .rooms
             .lock()
