@@ -1,10 +1,14 @@
-// Live room client: publishes camera (simulcast) + mic, receives everyone else; signaling and
-// chat (ordered, with history: each message has the server's `seq`) over /rtc/{room}.
+// Live room client: publishes camera (simulcast) + mic and, on demand, a screen share; receives
+// everyone else; signaling and chat (ordered, with history: each message has the server's
+// `seq`) over /rtc/{room}.
 import { $, log, params, preferCodec, room, simulcastFor, token, wsUrl } from '/assets/common.js';
 
 const tiles = new Map(); // participant id -> { el, video, stream, name }
 const mids = new Map(); // mid -> { track, participant }
 let pc, ws, me, videoSender, resumeKey, dropDeadline = 0, leaving = false;
+// What each of this page's sending transceivers carries, told to the server with every offer.
+const sources = new Map(); // RTCRtpTransceiver -> 'camera' | 'microphone' | 'screen' | 'screen_audio'
+let screenStream = null;
 // The last chat message this page has: a reconnect asks for what came after it.
 let chatSeq = null, chatId = 0;
 const unacked = new Map(); // chat id -> text sent, not yet acknowledged (resent on reconnect)
@@ -60,12 +64,10 @@ function showPoll(p) {
 }
 
 // The server stops forwarding a muted track; the page also stops sending it.
-function setSelfMuted(kind, muted) {
-  if (!kind) return;
-  selfMuted[kind] = muted;
-  for (const s of pc.getSenders()) if (s.track && s.track.kind === kind) s.track.enabled = !muted;
-  if (kind === 'audio') $('#mic').textContent = muted ? 'Unmute mic' : 'Mute mic';
-  else $('#camera').textContent = muted ? 'Camera on' : 'Camera off';
+function setSelfMuted(source, muted) {
+  for (const [tr, src] of sources) if (src === source && tr.sender.track) tr.sender.track.enabled = !muted;
+  if (source === 'microphone') { selfMuted.audio = muted; $('#mic').textContent = muted ? 'Unmute mic' : 'Mute mic'; }
+  if (source === 'camera') { selfMuted.video = muted; $('#camera').textContent = muted ? 'Camera on' : 'Camera off'; }
 }
 
 function sendChat(text) {
@@ -79,13 +81,14 @@ const selfMuted = { audio: false, video: false };
 
 // A tile's label: the name, what is muted, and a moderator's buttons for that participant.
 function label(t, pid) {
-  const muted = [...tracks.values()].filter((x) => String(x.participant) === String(pid) && x.muted).map((x) => (x.kind === 'audio' ? 'mic off' : 'camera off'));
+  if (t.screen) { t.label.textContent = `${t.name} (screen)`; return; }
+  const muted = [...tracks.values()].filter((x) => String(x.participant) === String(pid) && x.muted && !String(x.source).startsWith('screen')).map((x) => (x.kind === 'audio' ? 'mic off' : 'camera off'));
   t.label.textContent = muted.length ? `${t.name} (${muted.join(', ')})` : t.name;
   if (pid !== 'self' && me?.grants?.admin) {
     const mute = document.createElement('button');
     mute.textContent = 'Mute';
     mute.className = 'mod-mute';
-    mute.onclick = () => { for (const [id, x] of tracks) if (String(x.participant) === String(pid) && x.kind === 'audio') send({ type: 'mute', track: id, muted: true }); };
+    mute.onclick = () => { for (const [id, x] of tracks) if (String(x.participant) === String(pid) && x.kind === 'audio' && x.source !== 'screen_audio') send({ type: 'mute', track: id, muted: true }); };
     const remove = document.createElement('button');
     remove.textContent = 'Remove';
     remove.className = 'mod-remove';
@@ -94,11 +97,13 @@ function label(t, pid) {
   }
 }
 
-function tile(pid, name) {
-  let t = tiles.get(String(pid));
+// A participant's camera tile, or (`screen`) the tile of its screen share, keyed `${pid}:screen`.
+function tile(pid, name, screen = false) {
+  const key = screen ? `${pid}:screen` : String(pid);
+  let t = tiles.get(key);
   if (!t) {
     const el = document.createElement('div');
-    el.className = 'tile';
+    el.className = screen ? 'tile screen' : 'tile';
     el.dataset.participant = pid;
     const video = document.createElement('video');
     video.autoplay = true; video.playsInline = true;
@@ -106,18 +111,33 @@ function tile(pid, name) {
     label.className = 'name';
     el.append(video, label);
     $('#tiles').append(el);
-    t = { el, video, label, stream: new MediaStream(), name: name || `#${pid}` };
+    t = { el, video, label, stream: new MediaStream(), name: name || tiles.get(String(pid))?.name || `#${pid}`, screen };
     video.srcObject = t.stream;
-    tiles.set(String(pid), t);
+    if (screen) $('#tiles').prepend(el); // a shared screen leads the grid
+    tiles.set(key, t);
   }
   if (name) t.name = name;
   label(t, pid);
   return t;
 }
 
-function removeTile(pid) {
-  const t = tiles.get(String(pid));
-  if (t) { t.el.remove(); tiles.delete(String(pid)); }
+// A received track goes to its publisher's camera tile, or to its screen tile when the track
+// it carries (known from `subscribed` and `track_published`) is a screen share.
+function placeTrack(pid, mid, track) {
+  const sub = mids.get(mid);
+  const source = sub ? tracks.get(sub.track)?.source : undefined;
+  const screen = source === 'screen' || source === 'screen_audio';
+  const owner = sub ? sub.participant : pid;
+  const t = tile(owner, undefined, screen);
+  if (t.stream.getTracks().includes(track)) return;
+  for (const o of tiles.values()) if (o.stream.getTracks().includes(track)) o.stream.removeTrack(track);
+  t.stream.addTrack(track);
+  track.onended = () => t.stream.removeTrack(track);
+}
+
+function removeTile(key) {
+  const t = tiles.get(String(key));
+  if (t) { t.el.remove(); tiles.delete(String(key)); }
 }
 
 function send(msg) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg)); }
@@ -125,7 +145,57 @@ function send(msg) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg))
 async function offer(iceRestart = false) {
   const o = await pc.createOffer({ iceRestart });
   await pc.setLocalDescription(o);
-  send({ type: 'offer', sdp: pc.localDescription.sdp });
+  const declared = {};
+  for (const [t, source] of sources) if (t.mid !== null && !t.stopped) declared[t.mid] = source;
+  send({ type: 'offer', sdp: pc.localDescription.sdp, sources: declared });
+}
+
+// Screen share: high resolution at a low frame rate, as suits text; the server serves it to
+// subscribers before cameras when their bandwidth is short. Its audio too, when the browser
+// gives one (a tab's).
+async function shareScreen() {
+  if (screenStream) return stopScreen();
+  const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: true });
+  screenStream = stream;
+  for (const track of stream.getTracks()) {
+    const video = track.kind === 'video';
+    if (video) track.contentHint = 'detail';
+    const tr = pc.addTransceiver(track, {
+      direction: 'sendonly', streams: [stream],
+      sendEncodings: video ? [{ maxFramerate: 15, maxBitrate: 2_500_000 }] : undefined,
+    });
+    if (video) {
+      const p = tr.sender.getParameters();
+      p.degradationPreference = 'maintain-resolution';
+      await tr.sender.setParameters(p).catch((e) => log(`screen parameters: ${e}`));
+    }
+    sources.set(tr, video ? 'screen' : 'screen_audio');
+    // The browser's own "Stop sharing" ends the track.
+    track.onended = () => { if (screenStream === stream) stopScreen(); };
+  }
+  const self = tile('self', 'me', true);
+  self.video.muted = true;
+  for (const t of stream.getVideoTracks()) self.stream.addTrack(t);
+  $('#screen').textContent = 'Stop sharing';
+  window.aulaRoom.sharing = true;
+  if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+  await offer();
+}
+
+async function stopScreen() {
+  const stream = screenStream;
+  screenStream = null;
+  for (const [tr, source] of [...sources]) {
+    if (source !== 'screen' && source !== 'screen_audio') continue;
+    tr.stop();
+    sources.delete(tr);
+  }
+  for (const t of stream?.getTracks() || []) t.stop();
+  removeTile('self:screen');
+  $('#screen').textContent = 'Share screen';
+  window.aulaRoom.sharing = false;
+  if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+  await offer();
 }
 
 // TURN relays from the server (`turn.*`), with fresh credentials on every join and resume;
@@ -144,7 +214,7 @@ async function onMessage(m) {
       resumeKey = m.resume;
       window.aulaRoom.resumeKey = m.resume;
       $('#status').textContent = `joined as ${m.identity}`;
-      for (const tr of m.tracks) tracks.set(tr.id, { participant: tr.participant, kind: tr.kind, muted: tr.muted });
+      for (const tr of m.tracks) tracks.set(tr.id, { participant: tr.participant, kind: tr.kind, source: tr.source, muted: tr.muted });
       for (const p of m.participants) tile(p.id, p.identity);
       await offer();
       break;
@@ -157,7 +227,7 @@ async function onMessage(m) {
       window.aulaRoom.resumed += 1;
       $('#status').textContent = `resumed as ${m.identity}`;
       const present = new Set(m.participants.map((p) => String(p.id)));
-      for (const pid of [...tiles.keys()]) if (pid !== 'self' && !present.has(pid)) removeTile(pid);
+      for (const key of [...tiles.keys()]) if (!key.startsWith('self') && !present.has(key.split(':')[0])) removeTile(key);
       for (const p of m.participants) if (p.id !== m.participant && p.kind === 'room') tile(p.id, p.identity);
       if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
       await offer(true);
@@ -174,9 +244,13 @@ async function onMessage(m) {
       send({ type: 'answer', sdp: pc.localDescription.sdp });
       break;
     }
-    case 'subscribed':
+    case 'subscribed': {
       mids.set(m.mid, { track: m.track, participant: m.participant });
+      // Its track may have arrived before this (ontrack fires when the offer is applied).
+      const tr = pc.getTransceivers().find((t) => t.mid === m.mid);
+      if (tr?.receiver.track) placeTrack(m.participant, m.mid, tr.receiver.track);
       break;
+    }
     case 'participant_joined':
       if (m.participant.kind === 'room') tile(m.participant.id, m.participant.identity);
       log(`${m.participant.identity} joined`);
@@ -184,22 +258,26 @@ async function onMessage(m) {
     case 'participant_left':
       window.aulaRoom.left.push(m.participant);
       removeTile(m.participant);
+      removeTile(`${m.participant}:screen`);
       log(`${m.identity} left`);
       break;
     case 'track_published':
-      tracks.set(m.track.id, { participant: m.track.participant, kind: m.track.kind, muted: m.track.muted });
+      tracks.set(m.track.id, { participant: m.track.participant, kind: m.track.kind, source: m.track.source, muted: m.track.muted });
       tile(m.track.participant, m.track.identity);
       break;
-    case 'track_unpublished':
+    case 'track_unpublished': {
+      const gone = tracks.get(m.track);
       tracks.delete(m.track);
+      if (gone?.source === 'screen') removeTile(`${m.participant}:screen`);
       break;
+    }
     case 'track_muted': {
       window.aulaRoom.muted.push(m);
       const x = tracks.get(m.track);
       if (x) x.muted = m.muted;
       if (me && m.participant === me.participant) {
         // Muted by a moderator (or by this page): stop sending too, and show it.
-        setSelfMuted(m.kind, m.muted);
+        setSelfMuted(m.source || (m.kind === 'audio' ? 'microphone' : 'camera'), m.muted);
       }
       const t = tiles.get(String(m.participant));
       if (t) label(t, m.participant);
@@ -287,7 +365,7 @@ async function start() {
     } catch (e) { noCamera = `${e.name || e}`; }
   }
   pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  window.aulaRoom = { pc, tiles, mids, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, muted: [], speakers: [], resumed: 0, left: [], data: [], viewer: !stream, candidates: [], iceStates: [], restartIce: () => offer(true) };
+  window.aulaRoom = { pc, tiles, mids, tracks, errors: [], chat: [], chatFrames: [], hands: [], polls: {}, muted: [], speakers: [], resumed: 0, left: [], data: [], viewer: !stream, candidates: [], iceStates: [], restartIce: () => offer(true) };
   if (stream) {
     const self = tile('self', 'me');
     self.stream.addTrack(stream.getVideoTracks()[0]);
@@ -298,12 +376,15 @@ async function start() {
     });
     preferCodec(vt, params.get('codec'));
     videoSender = vt.sender;
-    pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
+    sources.set(vt, 'camera');
+    sources.set(pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] }), 'microphone');
   } else {
     log(`viewing only: ${noCamera}`);
     $('#mic').hidden = true;
     $('#camera').hidden = true;
   }
+  // A screen needs the publish grant, not a camera.
+  $('#screen').hidden = !!(claims.grants && !claims.grants.publish) || !navigator.mediaDevices?.getDisplayMedia;
   // The room's whiteboard and code editor: a Yjs document over the `yjs` data channel.
   const yjs = pc.createDataChannel('yjs', { ordered: true });
   const identity = claims.sub || 'me';
@@ -312,9 +393,7 @@ async function start() {
     .catch((e) => { log(`collaboration unavailable: ${e}`); window.aulaRoom.errors.push(`collab: ${e}`); });
   pc.ontrack = (e) => {
     const pid = e.streams[0] ? e.streams[0].id : (mids.get(e.transceiver.mid) || {}).participant;
-    const t = tile(pid);
-    t.stream.addTrack(e.track);
-    e.track.onended = () => t.stream.removeTrack(e.track);
+    placeTrack(pid, e.transceiver.mid, e.track);
   };
   pc.onicecandidate = (e) => {
     if (!e.candidate) return;
@@ -337,6 +416,7 @@ async function start() {
   $('#hand').onclick = () => send({ type: 'hand', raised: !handUp });
   $('#mic').onclick = () => send({ type: 'mute', kind: 'audio', muted: !selfMuted.audio });
   $('#camera').onclick = () => send({ type: 'mute', kind: 'video', muted: !selfMuted.video });
+  $('#screen').onclick = () => shareScreen().catch((e) => { log(`screen share: ${e}`); window.aulaRoom.errors.push(`screen: ${e}`); });
   $('#poll-form').onsubmit = (e) => {
     e.preventDefault();
     const options = $('#poll-options').value.split(',').map((o) => o.trim()).filter(Boolean);

@@ -16,7 +16,9 @@ use crate::outbox::{Datagram, Outbox};
 use crate::participant::Expect;
 use crate::participant::Participant;
 use crate::room::{Leave, Room};
-use crate::signal::{ParticipantInfo, PeerKind, Permissions, RoomEvent, Signal, TrackInfo};
+use crate::signal::{
+    ParticipantInfo, PeerKind, Permissions, RoomEvent, Signal, TrackInfo, TrackSource,
+};
 use crate::transport::{self, Input, Protocol, Receive};
 
 #[derive(Debug, Clone)]
@@ -156,7 +158,7 @@ impl Sfu {
                     PeerKind::Whep => Expect::Subscribe,
                     PeerKind::Room => Expect::Any,
                 };
-                Some(p.accept_offer(sdp, expect)?)
+                Some(p.accept_offer(sdp, expect)?.0)
             }
         };
         self.next_participant += 1;
@@ -205,8 +207,20 @@ impl Sfu {
         pid: ParticipantId,
         sdp: &str,
     ) -> Result<String, SfuError> {
-        let (room, _) = self.room_of(pid)?;
-        let r = room.accept_offer(pid, sdp, Expect::Any);
+        self.offer_with_sources(now, pid, sdp, &[])
+    }
+
+    /// A room client's (re)offer, with what its m-lines carry (`mid`, source); a published
+    /// m-line the offer no longer sends on is unpublished (a screen share stopped).
+    pub fn offer_with_sources(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        sdp: &str,
+        sources: &[(String, TrackSource)],
+    ) -> Result<String, SfuError> {
+        let (room, out) = self.room_of(pid)?;
+        let r = room.accept_offer(pid, sdp, Expect::Any, sources, out);
         self.drain_room_of(now, pid);
         r
     }

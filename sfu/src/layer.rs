@@ -113,6 +113,43 @@ pub fn choose_layer(
     }
 }
 
+/// A subscriber's video bandwidth, split: screen shares are served first (slides and code must
+/// stay legible) and share the whole budget among themselves; cameras share what the screens'
+/// chosen layers leave. `None` throughout while there is no estimate yet.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoBudget {
+    total: Option<u64>,
+    left: Option<u64>,
+    screens: u64,
+    cameras: u64,
+}
+
+impl VideoBudget {
+    pub fn new(total: Option<u64>, screens: u64, cameras: u64) -> VideoBudget {
+        VideoBudget {
+            total,
+            left: total,
+            screens,
+            cameras,
+        }
+    }
+
+    /// What each screen share may use.
+    pub fn per_screen(&self) -> Option<u64> {
+        self.total.map(|t| t / self.screens.max(1))
+    }
+
+    /// A screen share's chosen layer uses this much.
+    pub fn spend(&mut self, bps: u64) {
+        self.left = self.left.map(|l| l.saturating_sub(bps));
+    }
+
+    /// What each camera may use, once the screens are served.
+    pub fn per_camera(&self) -> Option<u64> {
+        self.left.map(|l| l / self.cameras.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +193,33 @@ mod tests {
             choose_layer(Quality::High, &layers, Some(1_800_000), Some(1)),
             Some(2)
         );
+    }
+
+    #[test]
+    fn screen_shares_are_served_before_cameras() {
+        let screen = [l(true, 700)];
+        let camera = [l(true, 50), l(true, 200), l(true, 720)];
+        // 1 Mbit/s for one screen share and two cameras: the screen keeps its 700 kbit/s and
+        // the cameras drop to their lowest layer; split evenly, each camera would take 200k.
+        let mut b = VideoBudget::new(Some(1_000_000), 1, 2);
+        let s = choose_layer(Quality::High, &screen, b.per_screen(), None);
+        assert_eq!(s, Some(0));
+        b.spend(screen[0].bps);
+        assert_eq!(b.per_camera(), Some(150_000));
+        assert_eq!(
+            choose_layer(Quality::High, &camera, b.per_camera(), None),
+            Some(0)
+        );
+        // Without a screen, the cameras share it all.
+        let b = VideoBudget::new(Some(1_000_000), 0, 2);
+        assert_eq!(
+            choose_layer(Quality::High, &camera, b.per_camera(), None),
+            Some(1)
+        );
+        // No estimate yet: no cap.
+        let b = VideoBudget::new(None, 1, 1);
+        assert_eq!(b.per_screen(), None);
+        assert_eq!(b.per_camera(), None);
     }
 
     #[test]

@@ -35,5 +35,5 @@ pub use layer::Quality;
 pub use metrics::SfuMetrics;
 pub use signal::{
     DataMessage, MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions, RoomEvent,
-    Signal, TrackInfo,
+    Signal, TrackInfo, TrackSource,
 };

@@ -4,7 +4,7 @@ use crate::error::SfuError;
 use crate::ids::{ParticipantId, TrackId};
 use crate::layer::Quality;
 use crate::sdp_inspect::inspect_offer;
-use crate::signal::{ParticipantInfo, PeerKind, Permissions};
+use crate::signal::{ParticipantInfo, PeerKind, Permissions, TrackSource};
 use crate::subscription::Subscription;
 use crate::transport::{self, ChannelId, MediaKind, Mid, Rtc, SdpPendingOffer};
 
@@ -25,6 +25,9 @@ pub struct Participant {
     pub rtc: Rtc,
     /// Tracks this participant publishes, by their incoming m-line.
     pub published: Vec<(Mid, TrackId)>,
+    /// What the client said its m-lines carry (`sources` in its offers), read when a track
+    /// is published; a mid not named here is a camera or a microphone.
+    pub sources: Vec<(Mid, TrackSource)>,
     pub subs: Vec<Subscription>,
     /// WHEP m-lines not yet bound to a track (no publisher of that kind yet).
     pub unbound: Vec<(Mid, MediaKind)>,
@@ -63,6 +66,7 @@ impl Participant {
             perms,
             rtc,
             published: Vec::new(),
+            sources: Vec::new(),
             subs: Vec::new(),
             unbound: Vec::new(),
             pending: None,
@@ -102,9 +106,26 @@ impl Participant {
         self.subs.iter_mut().find(|s| s.track == track)
     }
 
+    /// The source declared for an m-line, if it fits the track's kind.
+    pub fn source_of(&self, mid: Mid, kind: MediaKind) -> TrackSource {
+        let kind = match kind {
+            MediaKind::Audio => crate::signal::MediaKindName::Audio,
+            MediaKind::Video => crate::signal::MediaKindName::Video,
+        };
+        self.sources
+            .iter()
+            .find(|(m, s)| *m == mid && s.kind() == kind)
+            .map_or(TrackSource::default_for(kind), |(_, s)| *s)
+    }
+
     /// Checks an offer against what is expected and the token's grants, then accepts it.
     /// Touches nothing outside this participant, so a refused first offer leaves no trace.
-    pub fn accept_offer(&mut self, sdp: &str, expect: Expect) -> Result<String, SfuError> {
+    /// Returns the answer and the mids the offer no longer sends on.
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        expect: Expect,
+    ) -> Result<(String, Vec<String>), SfuError> {
         let summary = inspect_offer(sdp)?;
         if summary.media > 0 && summary.usable == 0 {
             return Err(SfuError::NoUsableCodec);
@@ -134,6 +155,6 @@ impl Participant {
             s.rolled_back();
         }
         self.negotiated = true;
-        Ok(answer.to_sdp_string())
+        Ok((answer.to_sdp_string(), summary.silent_mids))
     }
 }

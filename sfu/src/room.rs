@@ -9,11 +9,11 @@ use tracing::{debug, info, warn};
 use crate::error::SfuError;
 use crate::hot_path;
 use crate::ids::{ParticipantId, TrackId};
-use crate::layer::{choose_layer, rid_rank, Quality};
+use crate::layer::{choose_layer, rid_rank, Quality, VideoBudget};
 use crate::metrics::SfuMetrics;
 use crate::outbox::Outbox;
 use crate::participant::{Expect, Participant};
-use crate::signal::{MuteTarget, ParticipantInfo, PeerKind, Signal};
+use crate::signal::{MuteTarget, ParticipantInfo, PeerKind, Signal, TrackSource};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{Answered, SubState, Subscription, Wants};
 use crate::tap::TapSink;
@@ -25,6 +25,9 @@ use crate::transport::{
 
 /// Audio is budgeted at this rate when splitting a subscriber's bandwidth among videos.
 const AUDIO_BPS: u64 = 64_000;
+
+/// Source declarations kept per participant (a browser offer has a handful of m-lines).
+const MAX_DECLARED_SOURCES: usize = 32;
 
 pub struct Room {
     pub name: String,
@@ -430,8 +433,9 @@ impl Room {
         });
         let tid = out.next_track_id();
         p.published.push((mid, tid));
-        let track = Track::new(tid, pid, p.identity.clone(), mid, kind, rids);
-        info!(room = %self.name, participant = %pid, track = %tid, kind = ?kind, layers = track.layers.len(), "track published");
+        let source = p.source_of(mid, kind);
+        let track = Track::new(tid, pid, p.identity.clone(), mid, kind, source, rids);
+        info!(room = %self.name, participant = %pid, track = %tid, kind = ?kind, ?source, layers = track.layers.len(), "track published");
         let info = track.info();
         out.event("track_published", &self.name, None, Some(info.clone()));
         self.tracks.insert(tid, track);
@@ -527,7 +531,7 @@ impl Room {
             return;
         }
         let video = track.kind == MediaKind::Video;
-        if !video {
+        if track.source == TrackSource::Microphone {
             if let Some(level) = data.ext_vals.audio_level {
                 speakers.observe(from, level, now);
             }
@@ -538,7 +542,9 @@ impl Room {
             // Loss upstream that NACK did not repair: the decoders downstream need a keyframe.
             want_keyframe[li] = true;
         }
-        for tap in taps.iter_mut().filter(|t| t.publisher == from) {
+        // Egress takes a publisher's camera and microphone, not its screen share.
+        let tapped = !track.source.is_screen();
+        for tap in taps.iter_mut().filter(|t| tapped && t.publisher == from) {
             if let Some(l) = tap.offer(track, li, keyframe, &data, now) {
                 want_keyframe[l.min(MAX_LAYERS - 1)] = true;
             }
@@ -727,10 +733,10 @@ impl Room {
                 }
                 vec![t]
             }
-            MuteTarget::Own(kind) => self
+            MuteTarget::Own(source) => self
                 .tracks
                 .values()
-                .filter(|t| Some(t.publisher) == by && t.kind_name() == kind)
+                .filter(|t| Some(t.publisher) == by && t.source == source)
                 .map(|t| t.id)
                 .collect(),
         };
@@ -742,8 +748,13 @@ impl Room {
                 continue;
             }
             track.muted = muted;
-            let (publisher, mid, kind, kind_name) =
-                (track.publisher, track.mid, track.kind, track.kind_name());
+            let (publisher, mid, kind, kind_name, source) = (
+                track.publisher,
+                track.mid,
+                track.kind,
+                track.kind_name(),
+                track.source,
+            );
             let rids: Vec<Option<Rid>> = track.layers.iter().map(|l| l.rid).collect();
             info!(room = %self.name, participant = %publisher, track = %tid, muted, by = %by_identity, "track mute changed");
             if !muted && kind == MediaKind::Video {
@@ -766,6 +777,7 @@ impl Room {
                     track: tid,
                     participant: publisher,
                     kind: kind_name,
+                    source,
                     muted,
                     by: by_identity.clone(),
                 },
@@ -837,12 +849,36 @@ impl Room {
         pid: ParticipantId,
         sdp: &str,
         expect: Expect,
+        sources: &[(String, TrackSource)],
+        out: &mut Outbox,
     ) -> Result<String, SfuError> {
         let p = self
             .participants
             .get_mut(&pid)
             .ok_or(SfuError::UnknownParticipant)?;
-        let answer = p.accept_offer(sdp, expect)?;
+        let (answer, silent) = p.accept_offer(sdp, expect)?;
+        // Declarations accumulate (an offer need not repeat them), bounded like the m-lines.
+        for (mid, source) in sources.iter().take(MAX_DECLARED_SOURCES) {
+            let mid = Mid::from(mid.as_str());
+            p.sources.retain(|(m, _)| *m != mid);
+            p.sources.push((mid, *source));
+        }
+        if p.sources.len() > MAX_DECLARED_SOURCES {
+            let extra = p.sources.len() - MAX_DECLARED_SOURCES;
+            p.sources.drain(..extra);
+        }
+        let mut stopped = Vec::new();
+        p.published.retain(|(mid, tid)| {
+            let gone = silent.iter().any(|m| Mid::from(m.as_str()) == *mid);
+            if gone {
+                stopped.push(*tid);
+            }
+            !gone
+        });
+        for tid in stopped {
+            info!(room = %self.name, participant = %pid, track = %tid, "track stopped by its publisher");
+            self.unpublish(tid, out);
+        }
         self.touch(pid);
         Ok(answer)
     }
@@ -961,34 +997,56 @@ impl Room {
             ..
         } = self;
         for p in participants.values_mut() {
-            let open = |kind: MediaKind| {
+            let open = |kind: MediaKind, screen: bool| {
                 p.subs
                     .iter()
                     .filter(|s| s.kind == kind && s.sending_mid().is_some())
+                    .filter(|s| {
+                        tracks
+                            .get(&s.track)
+                            .is_some_and(|t| t.source.is_screen() == screen)
+                    })
                     .count() as u64
             };
             // Only negotiated subscriptions share the estimate.
-            let (videos, audios) = (open(MediaKind::Video), open(MediaKind::Audio));
-            let budget = p
-                .bwe_bps
-                .map(|b| b.saturating_sub(audios * AUDIO_BPS) / videos.max(1));
+            let audios = open(MediaKind::Audio, false) + open(MediaKind::Audio, true);
+            let (screens, cameras) = (open(MediaKind::Video, true), open(MediaKind::Video, false));
+            let videos = screens + cameras;
+            let mut split = VideoBudget::new(
+                p.bwe_bps.map(|b| b.saturating_sub(audios * AUDIO_BPS)),
+                screens,
+                cameras,
+            );
             let mut desired_total = audios * AUDIO_BPS;
-            for s in &mut p.subs {
-                let Some(track) = tracks.get(&s.track) else {
-                    continue;
+            for screen_pass in [true, false] {
+                let budget = if screen_pass {
+                    split.per_screen()
+                } else {
+                    split.per_camera()
                 };
-                if s.kind == MediaKind::Audio {
-                    s.target = Some(0);
-                    s.desired = Some(0);
-                    continue;
-                }
-                let (views, n) = track.views(now, false);
-                s.target = choose_layer(s.pref, &views[..n], budget, s.current).or(s.target);
-                let (all, n) = track.views(now, true);
-                s.desired = choose_layer(s.pref, &all[..n], budget, s.desired);
-                // Ask the estimator to probe up to the preferred layer.
-                if let Some(top) = choose_layer(s.pref, &all[..n], None, None) {
-                    desired_total += all[top].bps.max(300_000);
+                for s in &mut p.subs {
+                    let Some(track) = tracks.get(&s.track) else {
+                        continue;
+                    };
+                    if s.kind == MediaKind::Audio {
+                        s.target = Some(0);
+                        s.desired = Some(0);
+                        continue;
+                    }
+                    if track.source.is_screen() != screen_pass {
+                        continue;
+                    }
+                    let (views, n) = track.views(now, false);
+                    s.target = choose_layer(s.pref, &views[..n], budget, s.current).or(s.target);
+                    let (all, n) = track.views(now, true);
+                    s.desired = choose_layer(s.pref, &all[..n], budget, s.desired);
+                    // Ask the estimator to probe up to the preferred layer.
+                    if let Some(top) = choose_layer(s.pref, &all[..n], None, None) {
+                        desired_total += all[top].bps.max(300_000);
+                    }
+                    if screen_pass && s.sending_mid().is_some() {
+                        split.spend(s.target.map_or(0, |t| views[t.min(MAX_LAYERS - 1)].bps));
+                    }
                 }
             }
             if videos > 0 {

@@ -19,7 +19,15 @@ pub struct OfferSummary {
     pub media: usize,
     /// Whether a data channel (m=application) is offered.
     pub data: bool,
+    /// The mids of audio/video sections the offerer does not (or no longer) send on: rejected
+    /// (port 0, a stopped transceiver), recvonly or inactive. A track published on one of them
+    /// is over (a screen share stopped).
+    pub silent_mids: Vec<String>,
 }
+
+/// At most this many mids are kept in [`OfferSummary::silent_mids`] (a browser offer has a
+/// handful of m-lines; the rest of a hostile one is counted, not kept).
+const MAX_SILENT_MIDS: usize = 64;
 
 const USABLE: [&str; 3] = ["opus", "vp8", "h264"];
 
@@ -50,6 +58,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, SfuError> {
                 rejected: port == "0",
                 dir: Dir::SendRecv,
                 usable: false,
+                mid: None,
             });
         } else if let Some(s) = section.as_mut() {
             match line {
@@ -58,7 +67,9 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, SfuError> {
                 "a=inactive" => s.dir = Dir::Inactive,
                 "a=sendrecv" => s.dir = Dir::SendRecv,
                 _ => {
-                    if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                    if let Some(mid) = line.strip_prefix("a=mid:") {
+                        s.mid = Some(mid.trim().to_string());
+                    } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
                         let codec = map
                             .split(' ')
                             .nth(1)
@@ -93,10 +104,17 @@ struct Section {
     rejected: bool,
     dir: Dir,
     usable: bool,
+    mid: Option<String>,
 }
 
 impl Section {
     fn finish(self, out: &mut OfferSummary) {
+        let sends = !self.rejected && matches!(self.dir, Dir::Send | Dir::SendRecv);
+        if self.media && !sends && out.silent_mids.len() < MAX_SILENT_MIDS {
+            if let Some(mid) = self.mid {
+                out.silent_mids.push(mid);
+            }
+        }
         if self.rejected {
             return;
         }
@@ -138,9 +156,22 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
                 receives: 1,
                 usable: 2,
                 media: 2,
-                data: true
+                data: true,
+                silent_mids: vec![],
             }
         );
+    }
+
+    #[test]
+    fn sections_that_stopped_sending_are_named() {
+        let sdp = "v=0\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=rtpmap:96 VP8/90000\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:4\r\n";
+        let s = inspect_offer(sdp).expect("valid");
+        assert_eq!(s.silent_mids, vec!["2".to_string(), "3".to_string()]);
+        assert_eq!((s.sends, s.receives, s.media), (1, 1, 2));
     }
 
     #[test]

@@ -40,7 +40,12 @@ enum Command {
         Option<tmpsc::UnboundedSender<Signal>>,
         Reply<Joined>,
     ),
-    Offer(ParticipantId, String, Reply<String>),
+    Offer(
+        ParticipantId,
+        String,
+        Vec<(String, crate::signal::TrackSource)>,
+        Reply<String>,
+    ),
     Answer(ParticipantId, String, Reply<()>),
     Candidate(ParticipantId, String, Reply<()>),
     Preference(ParticipantId, Option<TrackId>, Quality, Reply<()>),
@@ -219,8 +224,14 @@ impl SfuHandle {
         self.ask(|r| Command::Join(req, signals, r)).await
     }
 
-    pub async fn offer(&self, pid: ParticipantId, sdp: String) -> Result<String, SfuError> {
-        self.ask(|r| Command::Offer(pid, sdp, r)).await
+    /// A room client's (re)offer; `sources` says what its m-lines carry, by mid.
+    pub async fn offer(
+        &self,
+        pid: ParticipantId,
+        sdp: String,
+        sources: Vec<(String, crate::signal::TrackSource)>,
+    ) -> Result<String, SfuError> {
+        self.ask(|r| Command::Offer(pid, sdp, sources, r)).await
     }
 
     pub async fn answer(&self, pid: ParticipantId, sdp: String) -> Result<(), SfuError> {
@@ -450,8 +461,8 @@ fn command(
             }
             let _ = reply.send(r);
         }
-        Command::Offer(pid, sdp, reply) => {
-            let _ = reply.send(core.offer(now, pid, &sdp));
+        Command::Offer(pid, sdp, sources, reply) => {
+            let _ = reply.send(core.offer_with_sources(now, pid, &sdp, &sources));
         }
         Command::Answer(pid, sdp, reply) => {
             let _ = reply.send(core.answer(now, pid, &sdp));

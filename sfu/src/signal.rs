@@ -29,6 +29,40 @@ pub enum MediaKindName {
     Video,
 }
 
+/// What a track carries, as its publisher declares it (the room page: `sources` in its offer);
+/// a track nobody declared is its kind's camera or microphone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    /// A shared screen or window (`getDisplayMedia`'s video).
+    Screen,
+    /// The audio a screen share carries (a tab's or the system's, when the browser gives it).
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// The source of an undeclared track of this kind.
+    pub fn default_for(kind: MediaKindName) -> TrackSource {
+        match kind {
+            MediaKindName::Audio => TrackSource::Microphone,
+            MediaKindName::Video => TrackSource::Camera,
+        }
+    }
+
+    pub fn kind(self) -> MediaKindName {
+        match self {
+            TrackSource::Camera | TrackSource::Screen => MediaKindName::Video,
+            TrackSource::Microphone | TrackSource::ScreenAudio => MediaKindName::Audio,
+        }
+    }
+
+    pub fn is_screen(self) -> bool {
+        matches!(self, TrackSource::Screen | TrackSource::ScreenAudio)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ParticipantInfo {
     pub id: ParticipantId,
@@ -42,6 +76,7 @@ pub struct TrackInfo {
     pub participant: ParticipantId,
     pub identity: String,
     pub kind: MediaKindName,
+    pub source: TrackSource,
     /// Simulcast layer rids, lowest quality first; empty when not simulcast.
     pub layers: Vec<String>,
     /// Nothing of it is forwarded (its publisher or a moderator muted it).
@@ -61,12 +96,12 @@ pub struct RoomEvent {
     pub track: Option<TrackInfo>,
 }
 
-/// What a mute names: one track, or the sender's own tracks of a kind (a client need not know
-/// its own track ids).
+/// What a mute names: one track, or the sender's own tracks of a source (a client need not know
+/// its own track ids; "mute mic" is its microphone, not the audio of its screen share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MuteTarget {
     Track(crate::ids::TrackId),
-    Own(MediaKindName),
+    Own(TrackSource),
 }
 
 /// An application message for a room's clients (the room service API's "send data").
@@ -122,6 +157,7 @@ pub enum Signal {
         track: TrackId,
         participant: ParticipantId,
         kind: MediaKindName,
+        source: TrackSource,
         muted: bool,
         by: String,
     },

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::KeyframeLimiter;
 use crate::layer::{BitrateMeter, LayerView};
-use crate::signal::{MediaKindName, TrackInfo};
+use crate::signal::{MediaKindName, TrackInfo, TrackSource};
 use crate::transport::{MediaKind, Mid, Rid};
 
 /// A layer is active while its packets keep arriving (a publisher pauses layers nobody needs,
@@ -46,6 +46,7 @@ pub struct Track {
     pub publisher_identity: String,
     pub mid: Mid,
     pub kind: MediaKind,
+    pub source: TrackSource,
     pub layers: Vec<Layer>,
     pub subscribers: Vec<ParticipantId>,
     /// Dynacast: the layer set last announced to the publisher.
@@ -63,6 +64,7 @@ impl Track {
         publisher_identity: String,
         mid: Mid,
         kind: MediaKind,
+        source: TrackSource,
         rids: Vec<Rid>,
     ) -> Track {
         let layers = if rids.is_empty() {
@@ -79,6 +81,7 @@ impl Track {
             publisher_identity,
             mid,
             kind,
+            source,
             layers,
             subscribers: Vec::new(),
             announced: None,
@@ -123,6 +126,7 @@ impl Track {
             participant: self.publisher,
             identity: self.publisher_identity.clone(),
             kind: self.kind_name(),
+            source: self.source,
             layers: self
                 .layers
                 .iter()

@@ -244,7 +244,7 @@ fn a_room_of_eight_publishers_each_receives_all_seven_others() {
 
 #[test]
 fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
-    use sfu::{MediaKindName, MuteTarget, SfuError};
+    use sfu::{MediaKindName, MuteTarget, SfuError, TrackSource};
     let mut w = World::new();
     let p = w.room_publisher("creator", false);
     let v = w.whep_viewer("viewer", Quality::High);
@@ -252,7 +252,13 @@ fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
     let (pp, vp) = (w.pid(p), w.pid(v));
     let now = w.now;
     w.sfu
-        .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), true)
+        .set_muted(
+            now,
+            pp,
+            false,
+            MuteTarget::Own(TrackSource::Microphone),
+            true,
+        )
         .expect("the publisher mutes its audio");
     let audio_before = w.client(v).audio_frames();
     let video_before = w.client(v).video_frames().len();
@@ -287,7 +293,13 @@ fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
         .set_muted(now, vp, false, MuteTarget::Track(audio.id), true);
     assert!(matches!(mute, Err(SfuError::Forbidden(_))), "{mute:?}");
     w.sfu
-        .set_muted(now, pp, false, MuteTarget::Own(MediaKindName::Audio), false)
+        .set_muted(
+            now,
+            pp,
+            false,
+            MuteTarget::Own(TrackSource::Microphone),
+            false,
+        )
         .expect("the publisher unmutes");
     let audio_muted = w.client(v).audio_frames();
     w.run(Duration::from_secs(2));
@@ -313,4 +325,65 @@ fn a_muted_track_is_not_forwarded_and_only_its_owner_unmutes_it() {
         .signals_for(v)
         .iter()
         .any(|s| matches!(s, Signal::Closed { reason } if reason == "removed by a moderator")));
+}
+
+#[test]
+fn a_screen_share_is_announced_by_source_and_unpublished_when_its_sender_stops() {
+    use sfu::{MediaKindName, TrackSource};
+    let mut w = World::new();
+    let tutor = w.room_publisher_as("tutor", false, Some(TrackSource::Screen));
+    let student = w.room_publisher("student", false);
+    w.run(Duration::from_secs(4));
+    let tutor_pid = w.pid(tutor);
+    let published: Vec<(MediaKindName, TrackSource)> = w
+        .sfu
+        .room_tracks("r")
+        .iter()
+        .filter(|t| t.participant == tutor_pid)
+        .map(|t| (t.kind, t.source))
+        .collect();
+    assert!(
+        published.contains(&(MediaKindName::Video, TrackSource::Screen))
+            && published.contains(&(MediaKindName::Audio, TrackSource::Microphone)),
+        "the declared video is a screen, the undeclared audio a microphone: {published:?}"
+    );
+    // The student's own tracks, declared nothing, are its camera and microphone.
+    let student_pid = w.pid(student);
+    assert!(w
+        .sfu
+        .room_tracks("r")
+        .iter()
+        .filter(|t| t.participant == student_pid)
+        .all(|t| t.source == TrackSource::default_for(t.kind)));
+    let screen_frames = w.client(student).remote_frames().count();
+    assert!(
+        screen_frames > 100,
+        "the student decodes the tutor: {screen_frames}"
+    );
+
+    // The tutor stops sharing: its m-line goes inactive in a re-offer.
+    w.stop_video(tutor);
+    w.run(Duration::from_secs(2));
+    let unpublished = w
+        .signals_for(student)
+        .iter()
+        .filter(|s| matches!(s, Signal::TrackUnpublished { participant, .. } if *participant == tutor_pid))
+        .count();
+    assert_eq!(unpublished, 1, "the student is told the screen share ended");
+    let left: Vec<TrackSource> = w
+        .sfu
+        .room_tracks("r")
+        .iter()
+        .filter(|t| t.participant == tutor_pid)
+        .map(|t| t.source)
+        .collect();
+    assert_eq!(
+        left,
+        vec![TrackSource::Microphone],
+        "the tutor's audio stays"
+    );
+    // The student's subscription to it was negotiated away; audio still flows.
+    let audio_before = w.client(student).remote_frames().count();
+    w.run(Duration::from_secs(2));
+    assert!(w.client(student).remote_frames().count() > audio_before + 50);
 }

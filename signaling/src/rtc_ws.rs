@@ -70,6 +70,10 @@ enum End {
 enum ClientMsg {
     Offer {
         sdp: String,
+        /// What the offer's m-lines carry, by mid (`{"1": "screen"}`); unnamed ones are a
+        /// camera or a microphone.
+        #[serde(default)]
+        sources: std::collections::BTreeMap<String, sfu::TrackSource>,
     },
     Answer {
         sdp: String,
@@ -93,9 +97,12 @@ enum ClientMsg {
     Mute {
         #[serde(default)]
         track: Option<u64>,
-        /// Instead of `track`: all of one's own tracks of this kind (`audio`, `video`).
+        /// Instead of `track`: one's own microphone (`audio`) or camera (`video`).
         #[serde(default)]
         kind: Option<sfu::MediaKindName>,
+        /// Instead of `track` or `kind`: one's own tracks of this source (`screen`, ...).
+        #[serde(default)]
+        source: Option<sfu::TrackSource>,
         muted: bool,
     },
     /// A moderator removes a participant from the room.
@@ -524,9 +531,9 @@ async fn handle(
         ))));
     }
     let r = match msg {
-        ClientMsg::Offer { sdp } => s
+        ClientMsg::Offer { sdp, sources } => s
             .sfu
-            .offer(pid, sdp)
+            .offer(pid, sdp, sources.into_iter().collect())
             .await
             .map(|sdp| Some(ServerMsg::Answer { sdp })),
         ClientMsg::Answer { sdp } => s.sfu.answer(pid, sdp).await.map(|_| None),
@@ -544,13 +551,19 @@ async fn handle(
             .map(|_| None),
         ClientMsg::Leave => return Err(Leave),
         ClientMsg::Ping => Ok(Some(ServerMsg::Pong)),
-        ClientMsg::Mute { track, kind, muted } => {
-            let target = match (track, kind) {
-                (Some(t), None) => sfu::MuteTarget::Track(TrackId(t)),
-                (None, Some(k)) => sfu::MuteTarget::Own(k),
+        ClientMsg::Mute {
+            track,
+            kind,
+            source,
+            muted,
+        } => {
+            let target = match (track, kind, source) {
+                (Some(t), None, None) => sfu::MuteTarget::Track(TrackId(t)),
+                (None, Some(k), None) => sfu::MuteTarget::Own(sfu::TrackSource::default_for(k)),
+                (None, None, Some(src)) => sfu::MuteTarget::Own(src),
                 _ => {
                     return Ok(Some(error_msg(
-                        "mute names a track or a kind (audio, video), not both",
+                        "mute names one of: a track, a kind (audio, video) or a source (camera, microphone, screen, screen_audio)",
                     )))
                 }
             };

@@ -151,7 +151,7 @@ export function tileFrames(page) {
     // The page publishes window.aulaRoom once its camera is up; until then there are no tiles.
     if (!window.aulaRoom) return out;
     for (const [pid, t] of window.aulaRoom.tiles) {
-      if (pid === 'self') continue;
+      if (pid.startsWith('self')) continue;
       const q = t.video.getVideoPlaybackQuality();
       out[pid] = { frames: q.totalVideoFrames, width: t.video.videoWidth, audio: t.stream.getAudioTracks().length };
     }

@@ -188,6 +188,16 @@ impl World {
 
     /// A room client that publishes (offers over "signaling") and receives server offers.
     pub fn room_publisher(&mut self, name: &str, simulcast: bool) -> usize {
+        self.room_publisher_as(name, simulcast, None)
+    }
+
+    /// A room publisher whose offer declares its video m-line's source (a screen share).
+    pub fn room_publisher_as(
+        &mut self,
+        name: &str,
+        simulcast: bool,
+        video_source: Option<sfu::TrackSource>,
+    ) -> usize {
         let c = self.new_client(name);
         let perms = Permissions {
             publish: true,
@@ -197,9 +207,13 @@ impl World {
         let i = self.join(c, PeerKind::Room, perms, Quality::High, None);
         let offer = publish_offer(&mut self.clients[i], simulcast);
         let pid = self.clients[i].pid.expect("pid");
+        let sources: Vec<(String, sfu::TrackSource)> = video_source
+            .map(|s| (self.clients[i].video.expect("video").to_string(), s))
+            .into_iter()
+            .collect();
         let answer = self
             .sfu
-            .offer(self.now, pid, &offer.to_sdp_string())
+            .offer_with_sources(self.now, pid, &offer.to_sdp_string(), &sources)
             .expect("offer accepted");
         let c = &mut self.clients[i];
         let pending = c.pending.take().expect("pending");
@@ -211,6 +225,30 @@ impl World {
             )
             .expect("accepted");
         i
+    }
+
+    /// The client stops sending video (its screen share ended): the m-line goes inactive in a
+    /// re-offer, as a browser's stopped transceiver does.
+    pub fn stop_video(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        let mid = c.video.expect("video");
+        let mut api = c.rtc.sdp_api();
+        api.set_direction(mid, Direction::Inactive);
+        let (offer, pending) = api.apply().expect("offer");
+        let pid = c.pid.expect("pid");
+        let answer = self
+            .sfu
+            .offer(self.now, pid, &offer.to_sdp_string())
+            .expect("re-offer accepted");
+        self.clients[i]
+            .rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer"),
+            )
+            .expect("accepted");
+        self.poll_all = true;
     }
 
     /// A WHEP viewer with recvonly video and audio.
@@ -263,13 +301,13 @@ impl World {
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i];
             let mut touched = all;
-            if c.connected && c.video.is_some() && c.pending.is_none() && c.rid_publisher() {
-                if elapsed.is_multiple_of(self.video_every_ms) {
+            if c.connected && c.video.is_some() && c.pending.is_none() {
+                if elapsed.is_multiple_of(self.video_every_ms) && c.rid_publisher() {
                     c.send_video(now);
                     touched = true;
                 }
                 if let Some(a) = self.audio_every_ms {
-                    if elapsed.is_multiple_of(a) {
+                    if elapsed.is_multiple_of(a) && c.sends_audio() {
                         c.send_audio(now);
                         touched = true;
                     }
@@ -411,6 +449,12 @@ impl Client {
     fn rid_publisher(&self) -> bool {
         self.rtc
             .media(self.video.expect("video"))
+            .is_some_and(|m| m.direction() == Direction::SendOnly)
+    }
+
+    fn sends_audio(&self) -> bool {
+        self.audio
+            .and_then(|a| self.rtc.media(a))
             .is_some_and(|m| m.direction() == Direction::SendOnly)
     }
 
