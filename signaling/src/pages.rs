@@ -28,6 +28,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript",
         include_str!("../../web/live.js"),
     ),
+    // The room client library (README "Client library"); room.js is built on it.
+    (
+        "aula.js",
+        "text/javascript",
+        include_str!("../../web/aula.js"),
+    ),
     (
         "common.js",
         "text/javascript",
