@@ -12,6 +12,7 @@ mod live;
 mod output;
 pub mod probe;
 mod rtp_input;
+pub mod scaling;
 mod schedule;
 mod spec;
 pub mod testsrc;

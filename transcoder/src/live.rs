@@ -16,7 +16,8 @@ use tracing::{debug, info, warn};
 use crate::error::TranscodeError;
 use crate::output::{split_list, Event, InitSegment, Part, RenditionId};
 use crate::rtp_input::{Reject, RtpInput};
-use crate::schedule::{FpsCap, Grid, PartSplitter, Split};
+use crate::scaling;
+use crate::schedule::{on_tick, FpsCap, Grid, PartSplitter, Split};
 use crate::spec::{TranscodeSpec, VideoCodec};
 use crate::x264;
 
@@ -110,6 +111,9 @@ const MAX_DUPLICATION: Duration = Duration::from_millis(500);
 /// and a switch down stalled for that long).
 const RENDITION_SPREAD: Duration = Duration::from_millis(500);
 
+/// Video tracks' MP4 timescale (ticks per second).
+const VIDEO_TIMESCALE: u32 = 90_000;
+
 /// Recent segment-boundary PTS values chosen at the tee, so each rendition keeps those frames.
 type Boundaries = Arc<Mutex<VecDeque<u64>>>;
 
@@ -141,51 +145,30 @@ fn describe(spec: &TranscodeSpec) -> String {
             backlog = INPUT_BACKLOG.as_nanos(),
             hold = MAX_DUPLICATION.as_nanos(),
         );
-        // Where each rung's pictures come from: with cascade scaling, one scaler per distinct
-        // size, each fed by the next larger size's output (the largest by the source), so no
-        // scaler reads more than the size above it and rungs of one size share one; else
-        // every rung scales the source itself.
-        let mut sizes: Vec<(u32, u32)> = spec
-            .ladder
-            .rungs
+        // Where each rung's pictures come from: one scaler per distinct size (rungs of one
+        // size share it), each fed by the source or by a larger size (`scaling`). Borders
+        // (`add-borders`) are decided per scaler once its input is known (`border_probes`).
+        let sizes = scaling::distinct_sizes(spec.ladder.rungs.iter().map(|r| (r.width, r.height)));
+        for (k, ((w, h), from)) in sizes
             .iter()
-            .map(|r| (r.width, r.height))
-            .collect();
-        sizes.sort_by_key(|(w, h)| std::cmp::Reverse(w * h));
-        sizes.dedup();
-        if spec.cascade_scaling {
-            for (k, (w, h)) in sizes.iter().enumerate() {
-                let input = if k == 0 {
-                    "vtee.".to_string()
-                } else {
-                    format!("vs{}.", k - 1)
-                };
-                d += &format!(
-                    " {input} ! queue name=vsq{k} max-size-buffers=4 max-size-bytes=0 max-size-time=0 \
-                     ! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
-                     ! tee name=vs{k} "
-                );
-            }
+            .zip(scaling::scale_inputs(&sizes, spec.cascade_scaling))
+            .enumerate()
+        {
+            let input = from.map_or("vtee.".to_string(), |j| format!("vs{j}."));
+            d += &format!(
+                " {input} ! queue name=vsq{k} max-size-buffers=4 max-size-bytes=0 max-size-time=0 \
+                 ! videoscale name=vscale{k} method=bilinear2 add-borders=false ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
+                 ! tee name=vs{k} "
+            );
         }
         for (i, r) in spec.ladder.rungs.iter().enumerate() {
-            let (input, scale) = if spec.cascade_scaling {
-                let k = sizes
-                    .iter()
-                    .position(|s| *s == (r.width, r.height))
-                    .unwrap_or(0);
-                (format!("vs{k}."), String::new())
-            } else {
-                (
-                    "vtee.".to_string(),
-                    format!(
-                        "! videoscale method=bilinear2 add-borders=true ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ",
-                        r.width, r.height
-                    ),
-                )
-            };
+            let k = sizes
+                .iter()
+                .position(|s| *s == (r.width, r.height))
+                .unwrap_or(0);
             d += &format!(
-                " {input} ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time={step} \
-                 {scale}! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
+                " vs{k}. ! queue name=vq{i} max-size-buffers=0 max-size-bytes=0 max-size-time={step} \
+                 ! capssetter caps=video/x-raw,framerate={}/1 ! x264enc name=venc{i} ! capsfilter name=vcaps{i} caps=\"{}\" \
                  ! cmafmux name=vmux{i} {mux} ! appsink name=vsink{i} sync=false buffer-list=true ",
                 r.fps.min(spec.ladder.max_fps()),
                 x264::caps(r),
@@ -219,6 +202,35 @@ fn src_pad(bin: &gst::Pipeline, name: &str) -> Result<gst::Pad, TranscodeError> 
     element(bin, name)?
         .static_pad("src")
         .ok_or_else(|| TranscodeError::Pipeline(format!("{name} has no src pad")))
+}
+
+/// Letterboxes a scaler's output only when its input's shape is really another
+/// ([`scaling::needs_borders`]), decided again whenever the input's caps change (a source
+/// that turns from landscape to portrait gets borders, the rung's size stays).
+fn border_probes(pipeline: &gst::Pipeline, sizes: &[(u32, u32)]) -> Result<(), TranscodeError> {
+    for (k, &(w, h)) in sizes.iter().enumerate() {
+        let scaler = element(pipeline, &format!("vscale{k}"))?;
+        let pad = scaler
+            .static_pad("sink")
+            .ok_or_else(|| TranscodeError::Pipeline(format!("vscale{k} has no sink pad")))?;
+        let weak = scaler.downgrade();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let Some(gst::EventView::Caps(c)) = info.event().map(|e| e.view()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(v) = gst_video::VideoInfo::from_caps(c.caps()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let par = v.par();
+            let borders =
+                scaling::needs_borders(v.width(), v.height(), (par.numer(), par.denom()), w, h);
+            if let Some(scaler) = weak.upgrade() {
+                scaler.set_property("add-borders", borders);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(())
 }
 
 /// Splits before a buffer by sending `FMP4MuxSplitNow` to the muxer (manual-split mode).
@@ -298,6 +310,11 @@ impl Transcoder {
                 let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
                     return gst::PadProbeReturn::Ok;
                 };
+                // Every rendition's frame lands on the tick it means (see on_tick).
+                let pts = gst::ClockTime::from_nseconds(on_tick(pts.nseconds(), VIDEO_TIMESCALE));
+                if let Some(buf) = info.buffer_mut() {
+                    buf.make_mut().set_pts(pts);
+                }
                 if cursor.lock().is_ok_and(|mut c| c.crosses(pts.nseconds())) {
                     if let Ok(mut q) = b.lock() {
                         q.push_back(pts.nseconds());
@@ -317,6 +334,10 @@ impl Transcoder {
                 }
                 gst::PadProbeReturn::Ok
             });
+            border_probes(
+                &pipeline,
+                &scaling::distinct_sizes(spec.ladder.rungs.iter().map(|r| (r.width, r.height))),
+            )?;
             for (i, rung) in spec.ladder.rungs.iter().enumerate() {
                 let cap = Mutex::new(FpsCap::new(rung.fps));
                 let b = boundaries.clone();
@@ -370,6 +391,11 @@ impl Transcoder {
                     rung,
                     &spec.x264_preset,
                 );
+                // The RTP video clock for every rendition (the muxer's default is the frame rate
+                // x 100, per rung); with on_tick, a frame's time is exact in it.
+                if let Some(pad) = element(&pipeline, &format!("vmux{i}"))?.static_pad("sink") {
+                    pad.set_property("trak-timescale", VIDEO_TIMESCALE);
+                }
                 split_probe(
                     &src_pad(&pipeline, &format!("vcaps{i}"))?,
                     true,

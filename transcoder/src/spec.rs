@@ -44,9 +44,8 @@ pub struct TranscodeSpec {
     pub jitter_latency: Duration,
     /// x264 speed preset (ultrafast .. medium); live default "veryfast".
     pub x264_preset: String,
-    /// Scale each rung from the next larger one (one scaler per distinct size) instead of
-    /// every rung from the source. Off: measured worse (`bench/ladder`: 1.6-2.1 dB lower PSNR on
-    /// the three smallest rungs of latam-mobile, and no cheaper); kept for the benchmark.
+    /// Scale each size from the largest larger size within [`crate::scaling::MAX_STEP`]
+    /// (the default); off, every size from the source (kept for `bench/ladder`).
     pub cascade_scaling: bool,
 }
 
@@ -59,7 +58,7 @@ impl TranscodeSpec {
             part_duration: Duration::from_millis(500),
             jitter_latency: Duration::from_millis(200),
             x264_preset: "veryfast".into(),
-            cascade_scaling: false,
+            cascade_scaling: true,
         }
     }
 

@@ -27,9 +27,10 @@ struct Args {
     height: u32,
     #[arg(long, default_value = "veryfast")]
     preset: String,
-    /// Scale each rung from the next larger instead of every rung from the source (the default).
+    /// Scale every rung from the source (aula's default scales each size from the largest
+    /// larger size within 3x: transcoder::scaling).
     #[arg(long)]
-    cascade_scaling: bool,
+    direct_scaling: bool,
     /// Keep the outputs here (default: a temp dir, removed).
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -215,7 +216,7 @@ fn main() -> Result<()> {
         None,
     );
     spec.x264_preset = a.preset.clone();
-    spec.cascade_scaling = a.cascade_scaling;
+    spec.cascade_scaling = !a.direct_scaling;
     let (aula_cpu, aula_files, speed) = run_aula(&clip, spec, a.seconds, &dir)?;
     eprintln!("ffmpeg: the same ladder");
     let (ff_cpu, ff_files) = run_ffmpeg(&clip, &ladder, &a.preset, &dir)?;
