@@ -82,7 +82,8 @@ export class Room extends EventTarget {
   }
 
   // Events are CustomEvents with the server message (or a description) as `detail`:
-  // joined, resumed, status ({ status }), participant_joined, participant_left, track
+  // joined, resumed, status ({ status }), participant_joined, participant_left (also for each
+  // entry of a large room's `presence` batch, which is emitted too), track
   // ({ track: MediaStreamTrack, participant, source, mid, id }), track_published,
   // track_unpublished, track_muted, speakers, layers_needed, chat, chat_synced, chat_ack,
   // hands, poll, data, error ({ message }), closed ({ reason }), ice ({ state }), candidate.
@@ -217,6 +218,11 @@ export class Room extends EventTarget {
       case 'participant_left':
         this.participants.delete(m.participant);
         for (const [id, t] of this.tracks) if (t.participant === m.participant) this.tracks.delete(id);
+        break;
+      case 'presence':
+        // A large room's joins and leaves, batched by the server: told as one event each.
+        for (const p of m.joined) await this.onMessage({ type: 'participant_joined', participant: p });
+        for (const l of m.left) await this.onMessage({ type: 'participant_left', participant: l.participant, identity: l.identity });
         break;
       case 'track_published':
         this.setTrack(m.track);

@@ -134,6 +134,9 @@ pub struct Rooms {
     /// Seconds without any datagram before a participant is removed.
     pub silence_timeout_s: u64,
     pub max_participants: usize,
+    /// From this many room clients on, joins and leaves reach clients as `presence` batches
+    /// (at most two a second) instead of one message each.
+    pub presence_batch_above: usize,
     /// URLs `POST`ed each room lifecycle event (`room_started`, `participant_joined`, ...),
     /// signed with `webhook_secret` like the egress webhooks.
     pub webhooks: Vec<String>,
@@ -202,6 +205,7 @@ impl Default for Rooms {
         Rooms {
             silence_timeout_s: 15,
             max_participants: 1000,
+            presence_batch_above: 50,
             webhooks: Vec::new(),
             webhook_secret: String::new(),
         }

@@ -193,6 +193,7 @@ fn serve(cfg: Config) -> Result<()> {
         public_ip: cfg.media.public_ip,
         silence_timeout: Duration::from_secs(cfg.rooms.silence_timeout_s),
         max_participants_per_room: cfg.rooms.max_participants,
+        presence_batch_above: cfg.rooms.presence_batch_above,
         events: (!cfg.rooms.webhooks.is_empty()).then_some(room_events),
         tcp,
         tcp_limits: TcpLimits::default(),

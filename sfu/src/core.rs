@@ -34,6 +34,10 @@ pub struct SfuConfig {
     pub max_participants_per_room: usize,
     /// Collect [`RoomEvent`]s (for webhooks); off, nothing is kept.
     pub room_events: bool,
+    /// From this many room clients on, joins and leaves reach a room's clients in batches
+    /// ([`Signal::Presence`]) instead of one message each (which is N^2 messages as a
+    /// class of N joins).
+    pub presence_batch_above: usize,
 }
 
 impl SfuConfig {
@@ -45,6 +49,7 @@ impl SfuConfig {
             silence_timeout: Duration::from_secs(15),
             max_participants_per_room: 1000,
             room_events: false,
+            presence_batch_above: 50,
         }
     }
 }
@@ -176,7 +181,7 @@ impl Sfu {
         let room = self
             .rooms
             .entry(req.room.clone())
-            .or_insert_with(|| Room::new(req.room.clone()));
+            .or_insert_with(|| Room::new(req.room.clone(), self.config.presence_batch_above));
         let participants = room.infos();
         let tracks = room.tracks.values().map(|t| t.info()).collect();
         let name: Arc<str> = Arc::from(req.room.as_str());

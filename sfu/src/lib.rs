@@ -29,11 +29,12 @@ mod transport;
 
 pub use crate::core::{JoinRequest, Joined, Sfu, SfuConfig, TapWho};
 pub use crate::outbox::Datagram;
+pub use crate::room::PRESENCE_INTERVAL;
 pub use error::SfuError;
 pub use ids::{ParticipantId, TrackId};
 pub use layer::Quality;
 pub use metrics::SfuMetrics;
 pub use signal::{
-    DataMessage, MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions, RoomEvent,
-    Signal, TrackInfo, TrackSource,
+    DataMessage, Departure, MediaKindName, MuteTarget, ParticipantInfo, PeerKind, Permissions,
+    RoomEvent, Signal, TrackInfo, TrackSource,
 };

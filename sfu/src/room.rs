@@ -13,7 +13,7 @@ use crate::layer::{choose_layer, rid_rank, Quality, VideoBudget};
 use crate::metrics::SfuMetrics;
 use crate::outbox::Outbox;
 use crate::participant::{Expect, Participant};
-use crate::signal::{MuteTarget, ParticipantInfo, PeerKind, Signal, TrackSource};
+use crate::signal::{Departure, MuteTarget, ParticipantInfo, PeerKind, Signal, TrackSource};
 use crate::speaker::SpeakerDetector;
 use crate::subscription::{Answered, SubState, Subscription, Wants};
 use crate::tap::TapSink;
@@ -25,6 +25,18 @@ use crate::transport::{
 
 /// Audio is budgeted at this rate when splitting a subscriber's bandwidth among videos.
 const AUDIO_BPS: u64 = 64_000;
+
+/// How often a large room's clients get a presence batch (1-2 updates a second, as live-class
+/// platforms budget presence at thousands of students).
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Joins and leaves not yet told to a large room's clients.
+#[derive(Default)]
+struct PresenceBatch {
+    joined: Vec<ParticipantInfo>,
+    left: Vec<Departure>,
+    last_sent: Option<Instant>,
+}
 
 /// Source declarations kept per participant (a browser offer has a handful of m-lines).
 const MAX_DECLARED_SOURCES: usize = 32;
@@ -38,6 +50,9 @@ pub struct Room {
     dirty: Vec<ParticipantId>,
     /// Publishers' media copied out for egress.
     taps: Vec<TapSink>,
+    /// Room clients from which presence goes out in batches.
+    presence_batch_above: usize,
+    presence: PresenceBatch,
 }
 
 /// Why a participant is removed.
@@ -49,7 +64,7 @@ pub enum Leave<'a> {
 }
 
 impl Room {
-    pub fn new(name: String) -> Room {
+    pub fn new(name: String, presence_batch_above: usize) -> Room {
         Room {
             name,
             participants: HashMap::new(),
@@ -57,6 +72,8 @@ impl Room {
             speakers: SpeakerDetector::default(),
             dirty: Vec::new(),
             taps: Vec::new(),
+            presence_batch_above,
+            presence: PresenceBatch::default(),
         }
     }
 
@@ -91,13 +108,17 @@ impl Room {
         let pid = p.id;
         info!(room = %self.name, participant = %pid, identity = %p.identity, kind = ?p.kind, "participant joined");
         out.event("participant_joined", &self.name, Some(p.info()), None);
-        self.broadcast(
-            out,
-            None,
-            &Signal::ParticipantJoined {
-                participant: p.info(),
-            },
-        );
+        if self.batching_presence() {
+            self.presence.joined.push(p.info());
+        } else {
+            self.broadcast(
+                out,
+                None,
+                &Signal::ParticipantJoined {
+                    participant: p.info(),
+                },
+            );
+        }
         let subscribes = p.kind == PeerKind::Room && p.perms.subscribe;
         let quality = p.default_quality;
         self.participants.insert(pid, p);
@@ -160,14 +181,21 @@ impl Room {
                 },
             );
         }
-        self.broadcast(
-            out,
-            None,
-            &Signal::ParticipantLeft {
+        if self.batching_presence() {
+            self.presence.left.push(Departure {
                 participant: pid,
                 identity: p.identity.clone(),
-            },
-        );
+            });
+        } else {
+            self.broadcast(
+                out,
+                None,
+                &Signal::ParticipantLeft {
+                    participant: pid,
+                    identity: p.identity.clone(),
+                },
+            );
+        }
         p.rtc.disconnect();
         true
     }
@@ -959,8 +987,48 @@ impl Room {
         Ok(())
     }
 
-    /// Periodic work: layer targets, dynacast, speakers, vanished participants.
-    /// Returns the participants to remove.
+    /// Whether joins and leaves go out in batches: a large room, or a batch already waiting
+    /// (so nothing overtakes it as the room shrinks).
+    fn batching_presence(&self) -> bool {
+        !self.presence.joined.is_empty()
+            || !self.presence.left.is_empty()
+            || self.room_clients().count() >= self.presence_batch_above
+    }
+
+    /// Sends the waiting presence batch, at most once per [`PRESENCE_INTERVAL`]. Each client
+    /// gets it without its own join (its `joined` answer already has the room).
+    fn flush_presence(&mut self, now: Instant, out: &mut Outbox) {
+        let b = &mut self.presence;
+        if (b.joined.is_empty() && b.left.is_empty())
+            || b.last_sent
+                .is_some_and(|t| now.saturating_duration_since(t) < PRESENCE_INTERVAL)
+        {
+            return;
+        }
+        b.last_sent = Some(now);
+        let joined = std::mem::take(&mut b.joined);
+        let left = std::mem::take(&mut b.left);
+        for p in self.participants.values() {
+            if p.kind != PeerKind::Room {
+                continue;
+            }
+            let mine: Vec<ParticipantInfo> =
+                joined.iter().filter(|j| j.id != p.id).cloned().collect();
+            if mine.is_empty() && left.is_empty() {
+                continue;
+            }
+            out.signal(
+                p.id,
+                Signal::Presence {
+                    joined: mine,
+                    left: left.clone(),
+                },
+            );
+        }
+    }
+
+    /// Periodic work: layer targets, dynacast, speakers, presence batches, vanished
+    /// participants. Returns the participants to remove.
     pub fn housekeeping(
         &mut self,
         now: Instant,
@@ -968,6 +1036,7 @@ impl Room {
         out: &mut Outbox,
     ) -> Vec<ParticipantId> {
         self.refresh_layers(now, out);
+        self.flush_presence(now, out);
         if let Some(speaking) = self.speakers.poll(now) {
             self.broadcast(
                 out,

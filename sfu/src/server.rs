@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub public_ip: Option<std::net::IpAddr>,
     pub silence_timeout: Duration,
     pub max_participants_per_room: usize,
+    /// From this many room clients on, presence goes out in batches (`SfuConfig`).
+    pub presence_batch_above: usize,
     /// Where room lifecycle events go (webhooks); none: not collected.
     pub events: Option<tmpsc::UnboundedSender<crate::signal::RoomEvent>>,
     /// ICE over TCP: where peers reach it (its own listener, or the HTTP port).
@@ -153,6 +155,7 @@ impl SfuHandle {
         sfu_cfg.udp_candidate = cfg.udp_candidate;
         sfu_cfg.silence_timeout = cfg.silence_timeout;
         sfu_cfg.max_participants_per_room = cfg.max_participants_per_room;
+        sfu_cfg.presence_batch_above = cfg.presence_batch_above;
         sfu_cfg.room_events = cfg.events.is_some();
         let events = cfg.events.clone();
         let metrics = Arc::new(SfuMetrics::default());

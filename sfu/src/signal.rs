@@ -83,6 +83,13 @@ pub struct TrackInfo {
     pub muted: bool,
 }
 
+/// Who left, in a [`Signal::Presence`] batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Departure {
+    pub participant: ParticipantId,
+    pub identity: String,
+}
+
 /// A room's lifecycle, for webhooks: `room_started`, `room_finished`, `participant_joined`,
 /// `participant_left`, `track_published`, `track_unpublished`.
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +135,13 @@ pub enum Signal {
     ParticipantLeft {
         participant: ParticipantId,
         identity: String,
+    },
+    /// Presence in a large room (`presence_batch_above` room clients): who joined and who left
+    /// since the last batch, at most one batch per [`crate::PRESENCE_INTERVAL`], in place of
+    /// `participant_joined`/`participant_left`. Apply `joined`, then `left`.
+    Presence {
+        joined: Vec<ParticipantInfo>,
+        left: Vec<Departure>,
     },
     TrackPublished {
         track: TrackInfo,

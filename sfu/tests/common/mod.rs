@@ -251,6 +251,17 @@ impl World {
         self.poll_all = true;
     }
 
+    /// A room client on signaling only (chat, presence), with no WebRTC offer yet.
+    pub fn room_listener(&mut self, name: &str) -> usize {
+        let c = self.new_client(name);
+        let perms = Permissions {
+            publish: false,
+            subscribe: true,
+            publish_data: true,
+        };
+        self.join(c, PeerKind::Room, perms, Quality::High, None)
+    }
+
     /// A WHEP viewer with recvonly video and audio.
     pub fn whep_viewer(&mut self, name: &str, q: Quality) -> usize {
         let mut c = self.new_client(name);
