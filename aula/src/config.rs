@@ -22,7 +22,7 @@ pub struct Config {
     /// Out-of-process egress (`aula egress worker`) over Redis Streams.
     pub egress: egress::QueueSettings,
     /// Rooms' shared documents (`/collab/{room}`).
-    pub collab: signaling::collab::CollabSettings,
+    pub collab: collab::CollabSettings,
     /// Room chat history (`{storage.dir}/chat`).
     pub chat: signaling::chat::ChatSettings,
     /// TURN relays (coturn) for clients behind firewalls.
@@ -157,7 +157,7 @@ impl Default for Config {
             hls: egress::HlsSettings::default(),
             signing: Signing::default(),
             egress: egress::QueueSettings::default(),
-            collab: signaling::collab::CollabSettings::default(),
+            collab: collab::CollabSettings::default(),
             chat: signaling::chat::ChatSettings::default(),
             turn: signaling::turn::TurnSettings::default(),
         }

@@ -272,7 +272,10 @@ fn serve(cfg: Config) -> Result<()> {
         info!(storage = %store.describe(), "HLS storage");
         let store = std::sync::Arc::new(store);
         // With S3/R2 storage, collaboration snapshots are kept in the bucket too.
-        let collab_remote = (cfg.storage.backend == config::Backend::S3).then(|| store.clone());
+        let collab_remote = (cfg.storage.backend == config::Backend::S3).then(|| {
+            Arc::new(signaling::collab_bucket::Bucket(store.clone()))
+                as Arc<dyn collab::SnapshotStore>
+        });
         let egress = if cfg.egress.enabled() {
             info!(redis = %cfg.egress.redis, "egress jobs are queued for `aula egress worker`s");
             egress::Egress::dispatching(
@@ -295,7 +298,7 @@ fn serve(cfg: Config) -> Result<()> {
                 ))
             });
         }
-        let collab = signaling::collab::Collab::with_remote(
+        let collab = collab::Collab::with_remote(
             cfg.storage.dir.join("collab"),
             cfg.collab.clone(),
             collab_remote,

@@ -11,9 +11,9 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
-use crate::collab::{Close, Out, CLOSE_MALFORMED};
 use crate::error::ApiError;
 use crate::state::AppState;
+use collab::{Close, Out, CLOSE_MALFORMED};
 
 #[derive(serde::Deserialize)]
 pub struct CollabQuery {
@@ -33,7 +33,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let collab = s.collab()?;
-    if !crate::collab::valid_document_name(&room) {
+    if !collab::valid_document_name(&room) {
         return Err(ApiError::BadRequest(
             "document names are a room (letters, digits, '-', '_', '.'), optionally ~identity"
                 .into(),
@@ -74,7 +74,7 @@ pub async fn upgrade(
 /// Largest frame a read-only client may send (its presence state is at most 64 KiB).
 const READER_LIMIT: usize = 160 << 10;
 
-async fn session(collab: crate::collab::Collab, room: String, can_write: bool, socket: WebSocket) {
+async fn session(collab: collab::Collab, room: String, can_write: bool, socket: WebSocket) {
     let (tx, mut rx) = socket.split();
     // A client that takes no bytes for the idle timeout is as gone as one that sends none.
     let idle = std::time::Duration::from_secs(collab.settings().idle_timeout_s);
@@ -110,7 +110,7 @@ async fn session(collab: crate::collab::Collab, room: String, can_write: bool, s
         tokio::select! {
             _ = ping.tick() => {
                 if heard.elapsed() >= idle {
-                    let c = Close { code: crate::collab::CLOSE_TOO_SLOW, reason: format!("no complete message for {} s", idle.as_secs()) };
+                    let c = Close { code: collab::CLOSE_TOO_SLOW, reason: format!("no complete message for {} s", idle.as_secs()) };
                     warn!(%room, "collab: closing a client: {}", c.reason);
                     return close_and_drain(&mut tx, &mut rx, &c).await;
                 }
@@ -130,7 +130,7 @@ async fn session(collab: crate::collab::Collab, room: String, can_write: bool, s
                         if pings.take(std::time::Instant::now()) {
                             continue;
                         }
-                        let c = Close { code: crate::collab::CLOSE_RATE, reason: format!("over {} pings per second", crate::ws_io::PINGS_PER_S) };
+                        let c = Close { code: collab::CLOSE_RATE, reason: format!("over {} pings per second", crate::ws_io::PINGS_PER_S) };
                         warn!(%room, "collab: closing a client: {}", c.reason);
                         return close_and_drain(&mut tx, &mut rx, &c).await;
                     }
@@ -145,7 +145,7 @@ async fn session(collab: crate::collab::Collab, room: String, can_write: bool, s
                     }
                 };
                 if !can_write && data.len() > READER_LIMIT / 2 {
-                    let c = Close { code: crate::collab::CLOSE_TOO_BIG, reason: format!("a read-only client's message is at most {} bytes", READER_LIMIT / 2) };
+                    let c = Close { code: collab::CLOSE_TOO_BIG, reason: format!("a read-only client's message is at most {} bytes", READER_LIMIT / 2) };
                     warn!(%room, "collab: closing a client: {}", c.reason);
                     return close_and_drain(&mut tx, &mut rx, &c).await;
                 }

@@ -167,7 +167,7 @@ async fn session(
     // The room's shared document over the participant's `yjs` data channel.
     let mut link = s.collab.clone().map(|c| {
         let write = claims.grants.publish_data || claims.grants.admin;
-        crate::collab::dc::DcLink::new(c, s.sfu.clone(), pid, room.clone(), write)
+        crate::collab_dc::DcLink::new(c, s.sfu.clone(), pid, room.clone(), write)
     });
     let mut end = None;
     if tx.send(json(&hello)).await.is_err() {
@@ -465,7 +465,7 @@ struct Leave;
 
 /// What a session carries besides the SFU: the document link, chat, the classroom.
 struct Ctx<'a> {
-    link: &'a mut Option<crate::collab::dc::DcLink>,
+    link: &'a mut Option<crate::collab_dc::DcLink>,
     chat: &'a mut Option<crate::chat::ChatSession>,
     class: &'a mut Option<crate::classroom::ClassSession>,
     /// The token has the admin grant: moderator actions are allowed.
@@ -486,7 +486,7 @@ async fn chat_next(chat: &mut Option<crate::chat::ChatSession>) -> Vec<std::sync
     }
 }
 
-async fn collab_next(link: &mut Option<crate::collab::dc::DcLink>) -> crate::collab::Out {
+async fn collab_next(link: &mut Option<crate::collab_dc::DcLink>) -> collab::Out {
     match link.as_mut() {
         Some(l) => l.next().await,
         None => std::future::pending().await,

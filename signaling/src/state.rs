@@ -37,7 +37,7 @@ pub struct AppState {
     /// Anyone may ask where a room's broadcast is (the segments stay signed).
     pub public_broadcasts: bool,
     /// Rooms' shared documents (`/collab/{room}`).
-    pub collab: Option<crate::collab::Collab>,
+    pub collab: Option<collab::Collab>,
     /// Metrics of the layers around the router (the accept loop's refusals).
     pub extra_metrics: Option<MetricsWriter>,
     /// TURN servers and their shared secret, for clients behind firewalls.
@@ -66,7 +66,7 @@ impl AppState {
     }
 
     /// The collaboration service, or 404 where it is off.
-    pub fn collab(&self) -> Result<crate::collab::Collab, ApiError> {
+    pub fn collab(&self) -> Result<collab::Collab, ApiError> {
         self.collab
             .clone()
             .ok_or_else(|| ApiError::NotFound("collaboration is not enabled".into()))
@@ -82,7 +82,7 @@ impl AppState {
         self
     }
 
-    pub fn with_collab(mut self, c: crate::collab::Collab) -> AppState {
+    pub fn with_collab(mut self, c: collab::Collab) -> AppState {
         self.collab = Some(c);
         self
     }

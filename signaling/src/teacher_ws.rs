@@ -39,7 +39,7 @@ pub async fn upgrade(
     if !claims.grants.admin {
         return Err(TokenError::MissingGrant("admin").into());
     }
-    if !crate::collab::valid_document_name(&room) || room.contains('~') {
+    if !collab::valid_document_name(&room) || room.contains('~') {
         return Err(ApiError::BadRequest("bad room name".into()));
     }
     Ok(crate::ws_io::tuned(ws).on_upgrade(move |socket| session(collab, room, socket)))
@@ -52,7 +52,7 @@ fn frame(name: &str, update: &[u8]) -> WsMessage {
     WsMessage::Binary(Bytes::from(e.to_vec()))
 }
 
-async fn session(collab: crate::collab::Collab, room: String, socket: WebSocket) {
+async fn session(collab: collab::Collab, room: String, socket: WebSocket) {
     let (tx, mut rx) = socket.split();
     let idle = Duration::from_secs(collab.settings().idle_timeout_s);
     let mut tx = crate::ws_io::Writer::new(tx, idle);

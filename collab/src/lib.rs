@@ -1,14 +1,19 @@
 //! The collaboration service: one `yrs` document per room, spoken to with the y-protocols (sync
-//! step 1/2, updates, awareness) by any transport (`ws.rs`: a y-websocket-compatible
-//! WebSocket). Every update is in the shared journal (`journal.rs`: one fsync per group of
+//! step 1/2, updates, awareness) by any transport (`signaling`'s adapters: a
+//! y-websocket-compatible WebSocket, a room client's `yjs` data channel, the teacher view). Every update is in the shared journal (`journal.rs`: one fsync per group of
 //! updates from all rooms) and the room's log before it is broadcast;
 //! snapshots compact the log off the edit path; rooms without clients unload and reload from
 //! disk. Per-client limits close abusive connections with clear close codes; a client whose
 //! queue fills is dropped (it resyncs on reconnect) instead of slowing the room.
 
-pub mod dc;
+#![deny(unsafe_code)]
+
 mod journal;
+pub mod rate;
+mod remote;
 mod store;
+
+pub use remote::{BoxFuture, SnapshotStore, SnapshotStoreError};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -25,7 +30,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, ReadTxn, StateVector, Transact, Update};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use journal::{Journal, SharedStore};
 use store::DocStore;
 
@@ -138,7 +143,7 @@ pub struct Close {
 }
 
 impl Close {
-    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Close {
+    pub fn new(code: u16, reason: impl Into<String>) -> Close {
         Close {
             code,
             reason: reason.into(),
@@ -181,7 +186,7 @@ struct Inner {
     /// Object storage (S3/R2) keeping each document's latest snapshot, so a document outlives
     /// the node's disk: written after every local snapshot and when the document unloads,
     /// read when a document has nothing on local disk.
-    remote: Option<Arc<hls::Store>>,
+    remote: Option<Arc<dyn SnapshotStore>>,
     journal: Journal,
     /// Updates applied in memory and not yet committed to the journal by their room's log
     /// task: `flush` waits for them, so a clean stop loses none.
@@ -191,7 +196,7 @@ struct Inner {
 }
 
 /// A WebSocket client's place in the connection counts; given back when dropped.
-pub(crate) struct Seat {
+pub struct Seat {
     inner: Arc<Inner>,
     doc: String,
     identity: String,
@@ -219,7 +224,7 @@ fn remote_key(doc: &str) -> String {
     format!("collab/{doc}/snapshot.bin")
 }
 
-pub(crate) struct Watcher {
+pub struct Watcher {
     pub prefix: String,
     pub tx: mpsc::Sender<(Arc<str>, Bytes)>,
     /// Set when its queue overflowed: it must start over from full states.
@@ -350,9 +355,9 @@ pub struct Conn {
     /// Bytes queued for this client (its slot's counter).
     queued: Arc<AtomicUsize>,
     can_write: bool,
-    rate: crate::rate::TokenBucket,
+    rate: rate::TokenBucket,
     /// Server time this client's messages cost, in milliseconds.
-    work: crate::rate::TokenBucket,
+    work: rate::TokenBucket,
     warned_readonly: bool,
 }
 
@@ -367,7 +372,7 @@ impl Collab {
     pub fn with_remote(
         dir: PathBuf,
         settings: CollabSettings,
-        remote: Option<Arc<hls::Store>>,
+        remote: Option<Arc<dyn SnapshotStore>>,
     ) -> Result<Collab, CollabError> {
         let journal = Journal::open(&dir.join(".journal"), &dir)
             .map_err(|e| CollabError::Storage("(journal)".into(), e))?;
@@ -393,7 +398,7 @@ impl Collab {
     }
 
     /// Takes a WebSocket seat on `doc` for `identity`, or says which cap is full.
-    pub(crate) fn seat(&self, doc: &str, identity: &str) -> Result<Seat, String> {
+    pub fn seat(&self, doc: &str, identity: &str) -> Result<Seat, String> {
         let s = &self.inner.settings;
         let mut m = self
             .inner
@@ -489,12 +494,12 @@ impl Collab {
             kicked,
             queued,
             can_write,
-            rate: crate::rate::TokenBucket::new(
+            rate: rate::TokenBucket::new(
                 self.inner.settings.rate_per_s,
                 self.inner.settings.burst,
                 Instant::now(),
             ),
-            work: crate::rate::TokenBucket::new(
+            work: rate::TokenBucket::new(
                 self.inner.settings.work_ms_per_s,
                 self.inner.settings.work_burst_ms,
                 Instant::now(),
@@ -1326,7 +1331,7 @@ async fn log_task(
                             warn!(room = %name, "collab: snapshot failed (the logs stay)");
                         }
                         if let Some(r) = remote {
-                            put_remote(&service, &r, &name, state.to_vec()).await;
+                            put_remote(&service, r.as_ref(), &name, state.to_vec()).await;
                         }
                     });
                 }
@@ -1400,18 +1405,14 @@ async fn unload_later(service: Arc<Inner>, room: Arc<Document>) {
                 .ok()
             });
             if let Some(state) = state {
-                put_remote(&service, r, &room.name, state).await;
+                put_remote(&service, r.as_ref(), &room.name, state).await;
             }
         }
     }
 }
 
-async fn put_remote(service: &Inner, r: &hls::Store, doc: &str, state: Vec<u8>) {
-    let o = hls::Object {
-        key: remote_key(doc),
-        body: state,
-    };
-    match r.put(&o).await {
+async fn put_remote(service: &Inner, r: &dyn SnapshotStore, doc: &str, state: Vec<u8>) {
+    match r.put(&remote_key(doc), state).await {
         Ok(()) => {
             service
                 .metrics
@@ -1427,7 +1428,7 @@ async fn put_remote(service: &Inner, r: &hls::Store, doc: &str, state: Vec<u8>) 
 impl Collab {
     /// Starts watching every document whose name starts with `prefix`; returns the full state
     /// of those in memory now, and the stream of their updates from here on.
-    pub(crate) async fn watch(
+    pub async fn watch(
         &self,
         prefix: &str,
         queue: usize,
@@ -1449,7 +1450,7 @@ impl Collab {
     }
 
     /// Full states of the documents in memory named `{prefix}...`.
-    pub(crate) async fn states(&self, prefix: &str) -> Vec<(Arc<str>, Vec<u8>)> {
+    pub async fn states(&self, prefix: &str) -> Vec<(Arc<str>, Vec<u8>)> {
         let rooms: Vec<Arc<Document>> = self
             .inner
             .rooms

@@ -10,7 +10,7 @@ use sfu::server::SfuHandle;
 use sfu::ParticipantId;
 use tracing::warn;
 
-use super::{Close, Collab, Conn, Out, CLOSE_MALFORMED, CLOSE_TOO_BIG};
+use collab::{Close, Collab, Conn, Out, CLOSE_MALFORMED, CLOSE_TOO_BIG};
 
 /// Payload bytes per data-channel message (well under every browser's max-message-size).
 pub const CHUNK: usize = 16 * 1024;

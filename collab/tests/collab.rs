@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use collab::{Collab, CollabSettings, Out, CLOSE_MALFORMED, CLOSE_TOO_SLOW};
 use rand::{Rng, SeedableRng};
-use signaling::collab::{Collab, CollabSettings, Out, CLOSE_MALFORMED, CLOSE_TOO_SLOW};
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -196,7 +196,7 @@ async fn hostile_pending_updates_are_bounded() {
     good.handle(&update_msg(&author, "still edits\n"))
         .expect("edit");
     // A newcomer's sync step 2: the document's text, and no pending bytes in it.
-    let newcomer_text = |c: &mut signaling::collab::Conn| {
+    let newcomer_text = |c: &mut collab::Conn| {
         let replies = c
             .handle(&Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1())
             .expect("step 1");
@@ -270,10 +270,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
 }
 
 /// Reads what is queued for `conn` (at most `within` messages) until the room closes it.
-async fn close_of(
-    conn: &mut signaling::collab::Conn,
-    within: usize,
-) -> Option<signaling::collab::Close> {
+async fn close_of(conn: &mut collab::Conn, within: usize) -> Option<collab::Close> {
     for _ in 0..within {
         match tokio::time::timeout(Duration::from_secs(5), conn.recv()).await {
             Ok(Some(Out::Close(c))) => return Some(c),
@@ -448,7 +445,7 @@ async fn hostile_costly_updates_are_refused_or_charged_to_their_sender() {
         }
     }
     let c = closed.expect("closed over the work budget");
-    assert_eq!(c.code, signaling::collab::CLOSE_RATE, "{c:?}");
+    assert_eq!(c.code, collab::CLOSE_RATE, "{c:?}");
     assert!(c.reason.contains("work budget"), "{c:?}");
     // Other clients of the document are unaffected.
     let mut other = collab2.join("work", true).await.expect("join");

@@ -69,7 +69,7 @@ impl DocStore {
     }
 
     /// Appends updates to the log (written, not yet synced: see `sync_handles`).
-    pub fn append(&mut self, updates: &[axum::body::Bytes]) -> std::io::Result<()> {
+    pub fn append(&mut self, updates: &[bytes::Bytes]) -> std::io::Result<()> {
         for u in updates {
             self.log.write_all(&(u.len() as u32).to_le_bytes())?;
             self.log.write_all(u)?;
@@ -200,7 +200,7 @@ fn read_log(path: &Path, out: &mut Vec<Vec<u8>>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Bytes;
+    use bytes::Bytes;
 
     #[test]
     fn logs_snapshots_and_torn_tails() {
