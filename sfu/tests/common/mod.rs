@@ -235,11 +235,17 @@ impl World {
         let mut api = c.rtc.sdp_api();
         api.set_direction(mid, Direction::Inactive);
         let (offer, pending) = api.apply().expect("offer");
-        let pid = c.pid.expect("pid");
+        self.client_offers(i, offer, pending);
+        self.poll_all = true;
+    }
+
+    /// Client `i`'s (re)offer, as its signaling sends it, and the SFU's answer applied.
+    fn client_offers(&mut self, i: usize, offer: SdpOffer, pending: SdpPendingOffer) {
+        let pid = self.pid(i);
         let answer = self
             .sfu
             .offer(self.now, pid, &offer.to_sdp_string())
-            .expect("re-offer accepted");
+            .expect("offer accepted");
         self.clients[i]
             .rtc
             .sdp_api()
@@ -247,8 +253,7 @@ impl World {
                 pending,
                 SdpAnswer::from_sdp_string(&answer).expect("answer"),
             )
-            .expect("accepted");
-        self.poll_all = true;
+            .expect("answer accepted");
     }
 
     /// A room client on signaling only (chat, presence), with no WebRTC offer yet.
@@ -624,7 +629,6 @@ impl World {
         let new: SocketAddr = format!("127.0.0.1:{}", self.next_port)
             .parse()
             .expect("addr");
-        let pid = self.pid(i);
         let c = &mut self.clients[i];
         c.old_addrs.push(c.addr);
         self.by_addr.remove(&c.addr);
@@ -633,18 +637,7 @@ impl World {
         let mut api = c.rtc.sdp_api();
         api.ice_restart(false);
         let (offer, pending) = api.apply().expect("restart offer");
-        let answer = self
-            .sfu
-            .offer(self.now, pid, &offer.to_sdp_string())
-            .expect("restart accepted");
-        self.clients[i]
-            .rtc
-            .sdp_api()
-            .accept_answer(
-                pending,
-                SdpAnswer::from_sdp_string(&answer).expect("answer"),
-            )
-            .expect("answer accepted");
+        self.client_offers(i, offer, pending);
         // Candidates of the new network, gathered after the restart (as a browser trickles them).
         self.clients[i]
             .rtc
