@@ -66,6 +66,7 @@ export class Room extends EventTarget {
     this.polls = new Map(); // poll id -> poll
     this.chatLog = []; // every chat message, once, in order
     this.sharing = false;
+    this.group = null; // this client's breakout (null: the main room)
     this.resumed = 0;
     this.closedReason = null;
     this.sources = new Map(); // this client's sending RTCRtpTransceiver -> source
@@ -219,6 +220,13 @@ export class Room extends EventTarget {
         this.participants.delete(m.participant);
         for (const [id, t] of this.tracks) if (t.participant === m.participant) this.tracks.delete(id);
         break;
+      case 'grouped': {
+        // Someone moved to a breakout or back: media now flows within groups only.
+        const p = this.participants.get(m.participant);
+        if (p) p.group = m.group ?? undefined;
+        if (this.me && m.participant === this.me.participant) this.group = m.group ?? null;
+        break;
+      }
       case 'presence':
         // A large room's joins and leaves, batched by the server: told as one event each.
         for (const p of m.joined) await this.onMessage({ type: 'participant_joined', participant: p });
@@ -324,6 +332,9 @@ export class Room extends EventTarget {
   }
   // Moderators: removes a participant from the room.
   remove(participant) { this.send({ type: 'remove', participant }); }
+  // Moderators: moves a participant (or oneself, to visit) to breakout `group`, or back to the
+  // main room with `null`. Media regroups on the connections everyone has.
+  moveTo(participant, group) { this.send({ type: 'group', participant, group }); }
   // Which simulcast layer to receive: 'low' | 'medium' | 'high', for one track or all.
   setQuality(quality, track) { this.send({ type: 'layer', quality, ...(track ? { track } : {}) }); }
 

@@ -102,10 +102,22 @@ function tile(pid, name, screen = false) {
     t = { el, video, label, stream: new MediaStream(), name: name || tiles.get(String(pid))?.name || `#${pid}`, screen };
     video.srcObject = t.stream;
     tiles.set(key, t);
+    // A participant in another breakout than this page's is not shown.
+    el.hidden = pid !== 'self' && (client.participants.get(Number(pid))?.group ?? null) !== client.group;
   }
   if (name) t.name = name;
   label(t, pid);
   return t;
+}
+
+// Only the tiles of this page's group (its breakout, or the main room) are shown.
+function showGroup() {
+  for (const [key, t] of tiles) {
+    if (key.startsWith('self')) continue;
+    const p = client.participants.get(Number(key.split(':')[0]));
+    t.el.hidden = (p?.group ?? null) !== client.group;
+  }
+  $('#status').dataset.group = client.group ?? '';
 }
 
 function removeTile(key) {
@@ -168,6 +180,10 @@ on('speakers', (m) => {
   window.aulaRoom.speakers = m.participants;
 });
 on('layers_needed', (m) => { window.aulaRoom.layersNeeded = m.rids; });
+on('grouped', (m) => {
+  log(`${client.participants.get(m.participant)?.identity ?? 'you'} moved to ${m.group ?? 'the main room'} by ${m.by}`);
+  showGroup();
+});
 on('chat', (m) => { window.aulaRoom.chatFrames.push(m.seq); showChat(m); });
 // Sent again (a resume overlapping what this page has): counted, not shown twice.
 on('chat_repeat', (m) => window.aulaRoom.chatFrames.push(m.seq));

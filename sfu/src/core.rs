@@ -93,6 +93,20 @@ pub struct TapOpened {
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
+/// Breakout names: 1-64 of `A-Z a-z 0-9 - _` (they may name a chat history or a document).
+fn check_group_name(g: &str) -> Result<(), SfuError> {
+    if g.is_empty() || g.len() > 64 {
+        return Err(SfuError::BadGroup("1 to 64 characters"));
+    }
+    if !g
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(SfuError::BadGroup("letters, digits, - and _ only"));
+    }
+    Ok(())
+}
+
 pub struct Sfu {
     config: SfuConfig,
     rooms: HashMap<String, Room>,
@@ -314,6 +328,42 @@ impl Sfu {
         let r = room.set_muted(Some(by), moderator, target, muted, out);
         self.drain_room_of(now, by);
         r
+    }
+
+    /// A moderator (`by`) moves `target` of its room to a breakout or back to the main room
+    /// (see [`Room::set_group`]); a moderator may move itself (to visit a breakout).
+    pub fn set_group(
+        &mut self,
+        now: Instant,
+        by: ParticipantId,
+        moderator: bool,
+        target: ParticipantId,
+        group: Option<String>,
+    ) -> Result<(), SfuError> {
+        if !moderator {
+            return Err(SfuError::Forbidden(
+                "moving participants between breakouts is for moderators (a token with the admin grant)",
+            ));
+        }
+        if let Some(g) = &group {
+            check_group_name(g)?;
+        }
+        let room = self
+            .located
+            .get(&by)
+            .cloned()
+            .ok_or(SfuError::UnknownParticipant)?;
+        if self.located.get(&target) != Some(&room) {
+            return Err(SfuError::UnknownParticipant);
+        }
+        let r = self
+            .rooms
+            .get_mut(&*room)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let who = r.identity_of(by).unwrap_or("a moderator").to_string();
+        let res = r.set_group(now, target, group, &who, &mut self.out);
+        self.drain_room(now, &room, None);
+        res
     }
 
     /// The room service API mutes a track of `room` (it cannot unmute: only its publisher does).

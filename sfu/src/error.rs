@@ -13,6 +13,8 @@ pub enum SfuError {
     Forbidden(&'static str),
     #[error("unknown participant")]
     UnknownParticipant,
+    #[error("bad breakout name: {0}")]
+    BadGroup(&'static str),
     #[error("unknown track")]
     UnknownTrack,
     #[error("no such room (nobody is in it)")]

@@ -43,6 +43,9 @@ pub struct Participant {
     /// Latest send-side bandwidth estimate (TWCC) towards this participant.
     pub bwe_bps: Option<u64>,
     pub default_quality: Quality,
+    /// The breakout this room client is in; `None` is the main room. Media flows only between
+    /// participants of one group.
+    pub group: Option<String>,
     pub next_timeout: Option<Instant>,
     /// Earliest timer already queued for this participant (avoids flooding the timer heap).
     pub scheduled: Option<Instant>,
@@ -77,6 +80,7 @@ impl Participant {
             connected: false,
             bwe_bps: None,
             default_quality,
+            group: None,
             next_timeout: None,
             scheduled: None,
             dirty: false,
@@ -88,6 +92,7 @@ impl Participant {
             id: self.id,
             identity: self.identity.clone(),
             kind: self.kind,
+            group: self.group.clone(),
         }
     }
 

@@ -123,12 +123,111 @@ impl Room {
         let quality = p.default_quality;
         self.participants.insert(pid, p);
         if subscribes {
-            let ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+            // A newcomer is in the main room: it receives the main room's tracks.
+            let ids: Vec<TrackId> = self
+                .tracks
+                .values()
+                .filter(|t| self.same_group(t.publisher, pid))
+                .map(|t| t.id)
+                .collect();
             for t in ids {
                 self.subscribe(pid, t, SubState::ToOpen, quality);
             }
         }
         self.touch(pid);
+    }
+
+    fn participant_mut(&mut self, pid: ParticipantId) -> Result<&mut Participant, SfuError> {
+        self.participants
+            .get_mut(&pid)
+            .ok_or(SfuError::UnknownParticipant)
+    }
+
+    /// Whether media flows between two participants: both in the main room or in one breakout.
+    fn same_group(&self, a: ParticipantId, b: ParticipantId) -> bool {
+        let group = |p| self.participants.get(&p).map(|x| x.group.as_deref());
+        group(a) == group(b)
+    }
+
+    /// Ends `pid`'s subscription to `tid` (its m-line is stopped in the next server offer).
+    fn unsubscribe(&mut self, pid: ParticipantId, tid: TrackId) {
+        if let Some(t) = self.tracks.get_mut(&tid) {
+            t.subscribers.retain(|x| *x != pid);
+            t.announced = None;
+        }
+        if let Some(p) = self.participants.get_mut(&pid) {
+            p.subs.retain_mut(|s| s.track != tid || s.track_gone());
+        }
+        self.touch(pid);
+    }
+
+    /// Moves a room client to a breakout (`Some(group)`) or back to the main room (`None`) on
+    /// the connection it has: its subscriptions to the old group's tracks are stopped and the
+    /// new group's opened, and the same for its own tracks' subscribers, all by server
+    /// renegotiation. Everyone is told (`grouped`).
+    pub fn set_group(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        group: Option<String>,
+        by: &str,
+        out: &mut Outbox,
+    ) -> Result<(), SfuError> {
+        let p = self.participant_mut(pid)?;
+        if p.kind != PeerKind::Room {
+            return Err(SfuError::Forbidden(
+                "only room clients move between breakouts (WHIP and WHEP stay in the main room)",
+            ));
+        }
+        if p.group == group {
+            return Ok(());
+        }
+        p.group = group.clone();
+        info!(room = %self.name, participant = %pid, group = ?group, by, "participant moved");
+        // Every (subscriber, track) pair that involves `pid`, as it should be now.
+        let pairs: Vec<(ParticipantId, TrackId, ParticipantId)> = self
+            .tracks
+            .values()
+            .flat_map(|t| {
+                let publisher = t.publisher;
+                let tid = t.id;
+                self.participants
+                    .values()
+                    .filter(move |o| o.id != publisher && (o.id == pid || publisher == pid))
+                    .map(move |o| (o.id, tid, publisher))
+            })
+            .collect();
+        for (sid, tid, publisher) in pairs {
+            let Some(sub) = self.participants.get(&sid) else {
+                continue;
+            };
+            if sub.kind != PeerKind::Room || !sub.perms.subscribe {
+                continue;
+            }
+            let has = self
+                .tracks
+                .get(&tid)
+                .is_some_and(|t| t.subscribers.contains(&sid));
+            let want = self.same_group(sid, publisher);
+            if want && !has {
+                let q = sub.default_quality;
+                self.subscribe(sid, tid, SubState::ToOpen, q);
+                self.touch(sid);
+            } else if !want && has {
+                self.unsubscribe(sid, tid);
+            }
+        }
+        self.broadcast(
+            out,
+            None,
+            &Signal::Grouped {
+                participant: pid,
+                group,
+                by: by.to_string(),
+            },
+        );
+        self.refresh_layers(now, out);
+        Ok(())
     }
 
     fn subscribe(&mut self, pid: ParticipantId, tid: TrackId, state: SubState, pref: Quality) {
@@ -138,7 +237,9 @@ impl Room {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        if track.publisher == pid || p.subs.iter().any(|s| s.track == tid) {
+        // A subscription still being stopped (a move out and straight back) does not count:
+        // a new m-line is opened beside it.
+        if track.publisher == pid || p.subs.iter().any(|s| s.track == tid && !s.stopping()) {
             return;
         }
         p.subs.push(Subscription::new(
@@ -470,10 +571,11 @@ impl Room {
         SfuMetrics::inc(&out.metrics.tracks, 1);
         self.broadcast(out, Some(pid), &Signal::TrackPublished { track: info });
 
+        let group = self.participants.get(&pid).and_then(|p| p.group.clone());
         let others: Vec<(ParticipantId, PeerKind, bool, Quality)> = self
             .participants
             .values()
-            .filter(|o| o.id != pid)
+            .filter(|o| o.id != pid && (o.kind != PeerKind::Room || o.group == group))
             .map(|o| (o.id, o.kind, o.perms.subscribe, o.default_quality))
             .collect();
         for (oid, okind, can_sub, q) in others {
@@ -880,10 +982,7 @@ impl Room {
         sources: &[(String, TrackSource)],
         out: &mut Outbox,
     ) -> Result<String, SfuError> {
-        let p = self
-            .participants
-            .get_mut(&pid)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self.participant_mut(pid)?;
         let (answer, silent) = p.accept_offer(sdp, expect)?;
         // Declarations accumulate (an offer need not repeat them), bounded like the m-lines.
         for (mid, source) in sources.iter().take(MAX_DECLARED_SOURCES) {
@@ -917,10 +1016,7 @@ impl Room {
         sdp: &str,
         out: &mut Outbox,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(&pid)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self.participant_mut(pid)?;
         let answer = transport::parse_answer(sdp)?;
         let pending = p.pending.take().ok_or(SfuError::NoPendingOffer)?;
         p.rtc
@@ -947,10 +1043,7 @@ impl Room {
     }
 
     pub fn add_candidate(&mut self, pid: ParticipantId, line: &str) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(&pid)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self.participant_mut(pid)?;
         // Browsers without camera permission trickle mDNS host names (`….local`). An ICE-lite
         // server learns the peer's address from its STUN checks and needs none of them.
         if is_mdns_candidate(line) {
@@ -970,10 +1063,7 @@ impl Room {
         q: Quality,
         out: &mut Outbox,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(&pid)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self.participant_mut(pid)?;
         match track {
             Some(t) => p.sub_mut(t).ok_or(SfuError::UnknownTrack)?.pref = q,
             None => {

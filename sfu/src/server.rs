@@ -70,6 +70,13 @@ enum Command {
         Reply<()>,
     ),
     Remove(ParticipantId, ParticipantId, Reply<()>),
+    Group(
+        ParticipantId,
+        bool,
+        ParticipantId,
+        Option<String>,
+        Reply<()>,
+    ),
     MuteIn(String, TrackId, Reply<()>),
     RemoveIn(String, ParticipantId, Reply<()>),
     Rooms(oneshot::Sender<Vec<(String, usize, usize)>>),
@@ -279,6 +286,18 @@ impl SfuHandle {
         muted: bool,
     ) -> Result<(), SfuError> {
         self.ask(|r| Command::Mute(by, moderator, target, muted, r))
+            .await
+    }
+
+    /// A moderator `by` moves `target` to a breakout (`Some(group)`) or back to the main room.
+    pub async fn set_group(
+        &self,
+        by: ParticipantId,
+        moderator: bool,
+        target: ParticipantId,
+        group: Option<String>,
+    ) -> Result<(), SfuError> {
+        self.ask(|r| Command::Group(by, moderator, target, group, r))
             .await
     }
 
@@ -506,6 +525,9 @@ fn command(
         }
         Command::Remove(by, target, reply) => {
             let _ = reply.send(core.remove_by(now, by, target));
+        }
+        Command::Group(by, moderator, target, group, reply) => {
+            let _ = reply.send(core.set_group(now, by, moderator, target, group));
         }
         Command::MuteIn(room, track, reply) => {
             let _ = reply.send(core.mute_in(now, &room, track));

@@ -68,6 +68,9 @@ pub struct ParticipantInfo {
     pub id: ParticipantId,
     pub identity: String,
     pub kind: PeerKind,
+    /// Its breakout; absent in the main room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +158,13 @@ pub enum Signal {
         track: TrackId,
         participant: ParticipantId,
         mid: String,
+    },
+    /// A participant moved to a breakout (`group`) or back to the main room (`None`): media
+    /// now flows only between participants of one group, on the connections they have.
+    Grouped {
+        participant: ParticipantId,
+        group: Option<String>,
+        by: String,
     },
     /// Active speakers, loudest first.
     Speakers {

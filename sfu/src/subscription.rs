@@ -76,6 +76,14 @@ impl Subscription {
         }
     }
 
+    /// Its m-line is being stopped (the track went, or the subscriber moved away from it).
+    pub fn stopping(&self) -> bool {
+        matches!(
+            self.state,
+            SubState::ToStop(_) | SubState::NegotiatingStop(_)
+        )
+    }
+
     /// What the next server offer must do for this subscription: add an m-line, stop one, or
     /// nothing.
     pub fn wants(&self) -> Wants {

@@ -1,7 +1,7 @@
 //! `GET /rtc/{room}?token=...`: the room signaling WebSocket (JSON messages).
 //!
 //! Client -> server: `offer`, `answer`, `candidate`, `layer`, `leave`, `ping`, `chat`, `mute`,
-//! `remove` (moderators), and the
+//! `remove` and `group` (moderators), and the
 //! classroom's `hand`, `poll_create`, `vote`, `poll_close` (`crate::classroom`).
 //! Server -> client: `joined`, `answer`, `error`, `pong`, `chat`, `chat_ack`, `chat_synced`,
 //! `hands`, `poll`, `poll_created`, `vote_ack`, `track_muted`,
@@ -108,6 +108,12 @@ enum ClientMsg {
     /// A moderator removes a participant from the room.
     Remove {
         participant: u64,
+    },
+    /// A moderator moves a participant (itself too) to a breakout, or back (`group` null).
+    Group {
+        participant: u64,
+        #[serde(default)]
+        group: Option<String>,
     },
 }
 
@@ -572,6 +578,11 @@ async fn handle(
                 .await
                 .map(|_| None)
         }
+        ClientMsg::Group { participant, group } => s
+            .sfu
+            .set_group(pid, moderator, sfu::ParticipantId(participant), group)
+            .await
+            .map(|_| None),
         ClientMsg::Remove { participant } => {
             if !moderator {
                 return Ok(Some(error_msg(

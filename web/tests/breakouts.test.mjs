@@ -1,0 +1,75 @@
+// Breakouts' media (issue 16) in real Chromium room pages: a moderator moves two of four
+// students into a breakout and back; each page then decodes only its own group's cameras,
+// hides the others' tiles, and never makes a second RTCPeerConnection. Pages publish 320 px
+// cameras without simulcast so five of them fit this machine's two cores.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitFor, sleep, tileFrames, roomSocket } from './helpers.mjs';
+
+let server, browser;
+before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); await server?.stop(); });
+
+async function join(room, name, flags = ['--publish', '--publish-data']) {
+  const context = await browser.newContext();
+  // Counts the page's peer connections: a move must not make a new one.
+  await context.addInitScript(() => {
+    const Real = window.RTCPeerConnection;
+    window.peerConnections = 0;
+    window.RTCPeerConnection = function (...a) { window.peerConnections += 1; return new Real(...a); };
+    window.RTCPeerConnection.prototype = Real.prototype;
+  });
+  const page = await context.newPage();
+  await page.goto(`${server.base}/room/${room}?width=320&simulcast=0&token=${server.token(room, name, flags)}`);
+  await waitFor(() => page.evaluate(() => document.querySelector('#status').textContent.startsWith('joined')), 20_000, `${name} joined`);
+  return page;
+}
+
+// Which participants' cameras `page` is decoding now: frames rising over `ms`.
+async function decoding(page, ms = 2500) {
+  const a = await tileFrames(page);
+  await sleep(ms);
+  const b = await tileFrames(page);
+  return Object.keys(b).filter((pid) => b[pid].frames > (a[pid]?.frames ?? 0) + 3).sort();
+}
+const visible = (page) => page.evaluate(() => [...window.aulaRoom.tiles.entries()].filter(([k, t]) => !k.startsWith('self') && !t.el.hidden).map(([k]) => k).sort());
+
+test('a moderator moves two of four students into a breakout and back; each decodes only its group', async () => {
+  const room = 'breakouts';
+  const teacher = await join(room, 'teacher', ['--publish', '--publish-data', '--admin']);
+  const names = ['ana', 'ben', 'carl', 'dora'];
+  const pages = {};
+  for (const n of names) pages[n] = await join(room, n);
+  const id = {};
+  for (const n of names) id[n] = String(await pages[n].evaluate(() => window.aulaRoom.client.me.participant));
+  id.teacher = String(await teacher.evaluate(() => window.aulaRoom.client.me.participant));
+  const all = ['teacher', ...names];
+  const others = (n, group) => group.filter((x) => x !== n).map((x) => id[x]).sort();
+  for (const n of names) await waitFor(async () => JSON.stringify(await decoding(pages[n], 1500)) === JSON.stringify(others(n, all)), 40_000, `${n} decodes everyone`);
+
+  // A student cannot move anyone.
+  const kid = await roomSocket(server.base, room, server.token(room, 'kid'));
+  kid.ws.send(JSON.stringify({ type: 'group', participant: Number(id.ana), group: 'b1' }));
+  await kid.next((m) => m.type === 'error' && /for moderators/.test(m.message), 5000, 'a student\'s move refused');
+  kid.close();
+
+  await teacher.evaluate((ids) => { for (const p of ids) window.aulaRoom.client.moveTo(Number(p), 'b1'); }, [id.ana, id.ben]);
+  const b1 = ['ana', 'ben'];
+  const main = ['teacher', 'carl', 'dora'];
+  for (const n of all) {
+    const page = n === 'teacher' ? teacher : pages[n];
+    const group = b1.includes(n) ? b1 : main;
+    await waitFor(async () => JSON.stringify(await decoding(page)) === JSON.stringify(others(n, group)), 20_000, `${n} decodes only its group`);
+    assert.deepEqual(await visible(page), others(n, group), `${n} shows only its group's tiles`);
+  }
+  assert.equal(await pages.ana.evaluate(() => window.aulaRoom.client.group), 'b1');
+
+  // Everyone back to the main room.
+  await teacher.evaluate((ids) => { for (const p of ids) window.aulaRoom.client.moveTo(Number(p), null); }, [id.ana, id.ben]);
+  for (const n of names) await waitFor(async () => JSON.stringify(await decoding(pages[n])) === JSON.stringify(others(n, all)), 20_000, `${n} decodes everyone again`);
+  for (const n of all) {
+    const page = n === 'teacher' ? teacher : pages[n];
+    assert.equal(await page.evaluate(() => window.peerConnections), 1, `${n} made one RTCPeerConnection`);
+  }
+  for (const p of [teacher, ...Object.values(pages)]) await p.context().close();
+});
