@@ -345,24 +345,42 @@ impl Sfu {
                 "moving participants between breakouts is for moderators (a token with the admin grant)",
             ));
         }
-        if let Some(g) = &group {
-            check_group_name(g)?;
-        }
         let room = self
             .located
             .get(&by)
             .cloned()
             .ok_or(SfuError::UnknownParticipant)?;
-        if self.located.get(&target) != Some(&room) {
+        let who = self
+            .rooms
+            .get(&*room)
+            .and_then(|r| r.identity_of(by))
+            .unwrap_or("a moderator")
+            .to_string();
+        self.group_in(now, &room, target, group, &who)
+    }
+
+    /// Moves `target` of `room` to a breakout or back (`by`: who, for everyone's `grouped`);
+    /// the room service API calls this directly.
+    pub fn group_in(
+        &mut self,
+        now: Instant,
+        room: &str,
+        target: ParticipantId,
+        group: Option<String>,
+        by: &str,
+    ) -> Result<(), SfuError> {
+        if let Some(g) = &group {
+            check_group_name(g)?;
+        }
+        if self.located.get(&target).is_none_or(|r| &**r != room) {
             return Err(SfuError::UnknownParticipant);
         }
         let r = self
             .rooms
-            .get_mut(&*room)
+            .get_mut(room)
             .ok_or(SfuError::UnknownParticipant)?;
-        let who = r.identity_of(by).unwrap_or("a moderator").to_string();
-        let res = r.set_group(now, target, group, &who, &mut self.out);
-        self.drain_room(now, &room, None);
+        let res = r.set_group(now, target, group, by, &mut self.out);
+        self.drain_room(now, room, None);
         res
     }
 

@@ -79,6 +79,7 @@ enum Command {
     ),
     MuteIn(String, TrackId, Reply<()>),
     RemoveIn(String, ParticipantId, Reply<()>),
+    GroupIn(String, ParticipantId, Option<String>, Reply<()>),
     Rooms(oneshot::Sender<Vec<(String, usize, usize)>>),
     Data(
         String,
@@ -313,6 +314,17 @@ impl SfuHandle {
     }
 
     /// The room service API (admin): remove a participant of `room`.
+    /// The room service API (admin): moves `target` of `room` to a breakout or back.
+    pub async fn group_in(
+        &self,
+        room: &str,
+        target: ParticipantId,
+        group: Option<String>,
+    ) -> Result<(), SfuError> {
+        let room = room.to_string();
+        self.ask(|r| Command::GroupIn(room, target, group, r)).await
+    }
+
     pub async fn remove_in(&self, room: &str, target: ParticipantId) -> Result<(), SfuError> {
         let room = room.to_string();
         self.ask(|r| Command::RemoveIn(room, target, r)).await
@@ -531,6 +543,9 @@ fn command(
         }
         Command::MuteIn(room, track, reply) => {
             let _ = reply.send(core.mute_in(now, &room, track));
+        }
+        Command::GroupIn(room, target, group, reply) => {
+            let _ = reply.send(core.group_in(now, &room, target, group, "the room service API"));
         }
         Command::RemoveIn(room, target, reply) => {
             let _ = reply.send(core.remove_in(now, &room, target));

@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(crate::room_service::remove),
         )
         .route(
+            "/api/rooms/{room}/participants/{id}/group",
+            post(crate::room_service::group),
+        )
+        .route(
             "/api/rooms/{room}/tracks/{id}/mute",
             post(crate::room_service::mute),
         )

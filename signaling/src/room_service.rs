@@ -38,6 +38,28 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPost {
+    group: Option<String>,
+}
+
+/// `POST /api/rooms/{room}/participants/{id}/group` (admin) `{"group":"b1"|null}`: moves a
+/// room client into a breakout or back to the main room (everyone gets `grouped`).
+pub async fn group(
+    State(s): State<AppState>,
+    Path((room, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    s.admin(&headers, &room)?;
+    let g: GroupPost = json_body(&body)?;
+    s.sfu
+        .group_in(&room, sfu::ParticipantId(id), g.group)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /api/rooms/{room}/tracks/{id}/mute` (admin): the track stops being forwarded and
 /// everyone is told. Only its owner unmutes it.
 pub async fn mute(

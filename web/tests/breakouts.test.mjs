@@ -73,3 +73,24 @@ test('a moderator moves two of four students into a breakout and back; each deco
   }
   for (const p of [teacher, ...Object.values(pages)]) await p.context().close();
 });
+
+test('the room service API moves a participant into a breakout and back (admin only)', async () => {
+  const room = 'breakouts-api';
+  const admin = server.token(room, 'backend', ['--admin']);
+  const watcher = await roomSocket(server.base, room, server.token(room, 'watcher'));
+  const kid = await roomSocket(server.base, room, server.token(room, 'kid'));
+  const kidId = kid.msgs.find((m) => m.type === 'joined').participant;
+  const post = (token, body, id = kidId) => fetch(`${server.base}/api/rooms/${room}/participants/${id}/group`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal((await post(server.token(room, 'kid2'), { group: 'b1' })).status, 403, 'a student token cannot');
+  assert.equal((await post(admin, { group: 'b1' })).status, 204);
+  const m = await watcher.next((x) => x.type === 'grouped' && x.participant === kidId, 5000, 'grouped');
+  assert.deepEqual([m.group, m.by], ['b1', 'the room service API']);
+  const list = await (await fetch(`${server.base}/api/rooms/${room}`, { headers: { Authorization: `Bearer ${admin}` } })).json();
+  assert.equal(list.participants.find((p) => p.id === kidId)?.group, 'b1', 'the room lists its group');
+  assert.equal((await post(admin, { group: 'no spaces' })).status, 400);
+  assert.equal((await post(admin, { grop: 'b1' })).status, 400, 'unknown fields refused');
+  assert.equal((await post(admin, { group: 'b1' }, 999999)).status, 404);
+  assert.equal((await post(admin, { group: null })).status, 204);
+  await watcher.next((x) => x.type === 'grouped' && x.participant === kidId && x.group === null, 5000, 'back in the main room');
+  watcher.close(); kid.close();
+});
