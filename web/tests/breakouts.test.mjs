@@ -1,7 +1,8 @@
 // Breakouts' media (issue 16) in real Chromium room pages: a moderator moves two of four
 // students into a breakout and back; each page then decodes only its own group's cameras,
-// hides the others' tiles, and never makes a second RTCPeerConnection. Pages publish 320 px
-// cameras without simulcast so five of them fit this machine's two cores.
+// hides the others' tiles, and never makes a second RTCPeerConnection. The five-page test
+// publishes 320 px cameras without simulcast so five pages fit this machine's two cores; a
+// three-page test does the same on the room page's defaults.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, waitFor, sleep, tileFrames, roomSocket } from './helpers.mjs';
@@ -10,7 +11,7 @@ let server, browser;
 before(async () => { server = await startServer({ AULA_HLS__AUTO_EGRESS: 'false' }); browser = await launchBrowser(); });
 after(async () => { await browser?.close(); await server?.stop(); });
 
-async function join(room, name, flags = ['--publish', '--publish-data']) {
+async function join(room, name, flags = ['--publish', '--publish-data'], query = 'width=320&simulcast=0&') {
   const context = await browser.newContext();
   // Counts the page's peer connections: a move must not make a new one.
   await context.addInitScript(() => {
@@ -20,7 +21,7 @@ async function join(room, name, flags = ['--publish', '--publish-data']) {
     window.RTCPeerConnection.prototype = Real.prototype;
   });
   const page = await context.newPage();
-  await page.goto(`${server.base}/room/${room}?width=320&simulcast=0&token=${server.token(room, name, flags)}`);
+  await page.goto(`${server.base}/room/${room}?${query}token=${server.token(room, name, flags)}`);
   await waitFor(() => page.evaluate(() => document.querySelector('#status').textContent.startsWith('joined')), 20_000, `${name} joined`);
   return page;
 }
@@ -72,6 +73,29 @@ test('a moderator moves two of four students into a breakout and back; each deco
     assert.equal(await page.evaluate(() => window.peerConnections), 1, `${n} made one RTCPeerConnection`);
   }
   for (const p of [teacher, ...Object.values(pages)]) await p.context().close();
+});
+
+test('on the room page\'s defaults (640 px, simulcast) a student moved into a breakout and back decodes only its group', async () => {
+  const room = 'breakouts-default';
+  const teacher = await join(room, 'teacher', ['--publish', '--publish-data', '--admin'], '');
+  const ana = await join(room, 'ana', undefined, '');
+  const ben = await join(room, 'ben', undefined, '');
+  const id = {};
+  for (const [n, p] of [['teacher', teacher], ['ana', ana], ['ben', ben]]) id[n] = String(await p.evaluate(() => window.aulaRoom.client.me.participant));
+  const pages = { teacher, ana, ben };
+  const expect = async (groups, what) => {
+    for (const [n, page] of Object.entries(pages)) {
+      const mine = groups.find((g) => g.includes(n)).filter((x) => x !== n).map((x) => id[x]).sort();
+      await waitFor(async () => JSON.stringify(await decoding(page)) === JSON.stringify(mine), 30_000, `${n} ${what}`);
+    }
+  };
+  await expect([['teacher', 'ana', 'ben']], 'decodes everyone');
+  await teacher.evaluate((p) => window.aulaRoom.client.moveTo(Number(p), 'b1'), id.ben);
+  await expect([['teacher', 'ana'], ['ben']], 'decodes only its group');
+  await teacher.evaluate((p) => window.aulaRoom.client.moveTo(Number(p), null), id.ben);
+  await expect([['teacher', 'ana', 'ben']], 'decodes everyone again');
+  for (const [n, page] of Object.entries(pages)) assert.equal(await page.evaluate(() => window.peerConnections), 1, `${n} made one RTCPeerConnection`);
+  for (const p of Object.values(pages)) await p.context().close();
 });
 
 test('the room service API moves a participant into a breakout and back (admin only)', async () => {
