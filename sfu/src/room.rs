@@ -323,11 +323,7 @@ impl Room {
                 }
                 continue;
             }
-            sub.subs.retain_mut(|s| s.track != tid || s.track_gone());
-            if !sub.dirty {
-                sub.dirty = true;
-                self.dirty.push(*sid);
-            }
+            self.unsubscribe(*sid, tid);
         }
         self.broadcast(
             out,
